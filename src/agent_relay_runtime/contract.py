@@ -349,8 +349,6 @@ class HarnessContext(Protocol):
 
     data_dir: Path
 
-    async def start_session(
-        self, run: Callable[..., Awaitable[None]], name: str
-    ) -> None:
+    async def start_session(self, run: Callable[..., Awaitable[None]], name: str) -> None:
         """Start ``run(task_status=…)`` in the runtime's task group; returns once it signals."""
         ...

@@ -254,7 +254,7 @@ SessionEvent = Annotated[
 
 _ADAPTER: TypeAdapter[SessionEvent] = TypeAdapter(SessionEvent)
 
-RECEIPT_EVENTS = {
+RECEIPT_EVENTS: dict[str, type[_Event]] = {
     "accepted": DeliveryAccepted,
     "deferred": DeliveryDeferred,
     "delivered": DeliveryDelivered,

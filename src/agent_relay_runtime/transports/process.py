@@ -289,7 +289,8 @@ async def escalate(
             await handle.wait()
         info.graceful = handle.exited
 
-    for sig, timeout in ((signal.SIGTERM, policy.term_timeout), (signal.SIGKILL, policy.kill_timeout)):
+    steps = ((signal.SIGTERM, policy.term_timeout), (signal.SIGKILL, policy.kill_timeout))
+    for sig, timeout in steps:
         await _snapshot(tree, handle, marker)
         living = tree.living(handle.pid)
         if handle.exited and not living:
@@ -312,9 +313,11 @@ async def escalate(
     if not handle.exited:
         info.survivors.insert(0, handle.pid)
     reap_adopted(tree.procs, own_children or set())
-    info.exit_code = handle.returncode if handle.returncode is None or handle.returncode >= 0 else None
-    if handle.returncode is not None and handle.returncode < 0:
-        info.signal = -handle.returncode
+    code = handle.returncode
+    if code is not None and code < 0:
+        info.signal = -code
+    else:
+        info.exit_code = code
     info.duration_ms = round((monotonic() - started) * 1000, 3)
     return info
 
@@ -329,4 +332,3 @@ def exit_reason(returncode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
-

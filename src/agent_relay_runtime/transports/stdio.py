@@ -7,6 +7,7 @@ quote. Writes are serialized so that two writers never interleave within a line.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -170,10 +171,8 @@ class StdioTransport:
         process = self._require()
         if process.stdin is not None:
             async with self._write_lock:
-                try:
+                with contextlib.suppress(anyio.BrokenResourceError, OSError):
                     await process.stdin.aclose()
-                except (anyio.BrokenResourceError, OSError):
-                    pass
 
     def _require(self) -> Process:
         if self._process is None:

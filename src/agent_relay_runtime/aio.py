@@ -1,0 +1,60 @@
+"""Small async helpers the runtime's modules share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+from anyio.abc import TaskStatus
+
+__all__ = ["CallbackStatus", "Notifier", "collapse_single"]
+
+
+class Notifier:
+    """Every task waiting in `wait` wakes at the next `notify`; a later waiter waits anew."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.count = 0
+
+    def notify(self) -> None:
+        self.count += 1
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found += _leaves(exc)
+        else:
+            found.append(exc)
+    return found
+
+
+@contextmanager
+def collapse_single() -> Iterator[None]:
+    """Re-raise a task group's lone error as itself, so callers can catch it by type."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+class CallbackStatus(TaskStatus[None]):
+    """A task status that runs a callback on ``started()``: lets a caller run a task's body
+    directly (not in a child task) and still act at the moment it reports readiness."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+
+    def started(self, value: None = None) -> None:
+        self._callback()
