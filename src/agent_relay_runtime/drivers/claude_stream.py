@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections import deque
@@ -62,7 +63,6 @@ _FILE_TOOLS = {
     "MultiEdit": "modified",
     "NotebookEdit": "modified",
 }
-_EXACT = Fidelity.EXACT
 
 
 class _Ack:
@@ -96,7 +96,7 @@ class ClaudeStreamDriver(Driver):
                 "turn.started",
                 "turn.completed",
             ),
-            _EXACT,
+            Fidelity.EXACT,
         ),
         idle_signal=SignalSource.PROTOCOL,
         resumable=True,
@@ -290,10 +290,8 @@ class ClaudeStreamDriver(Driver):
                 "error": f"unsupported control request: {subtype}",
             },
         }
-        try:
+        with contextlib.suppress(TransportClosed):
             await self._transport.send(reply)
-        except TransportClosed:
-            pass
 
     def _turn_output(self, detail: str, *, acknowledges: bool) -> None:
         """Output that belongs to a turn: the turn has started (and, when ``acknowledges``,
