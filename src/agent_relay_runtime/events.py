@@ -254,6 +254,8 @@ SessionEvent = Annotated[
 
 _ADAPTER: TypeAdapter[SessionEvent] = TypeAdapter(SessionEvent)
 
+ReceiptEvent = DeliveryAccepted | DeliveryDeferred | DeliveryDelivered | DeliveryFailed
+
 RECEIPT_EVENTS: dict[str, type[_Event]] = {
     "accepted": DeliveryAccepted,
     "deferred": DeliveryDeferred,

@@ -8,13 +8,16 @@ and `run` returns once the process has ended and everything it started was swept
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, TypeVar
 
 import anyio
+import psutil
 from anyio.abc import TaskGroup, TaskStatus
 from pydantic import BaseModel
 
@@ -29,6 +32,7 @@ from ..contract import (
     MessageContext,
     MessageReceipt,
     RelayMessage,
+    SessionMode,
     SessionState,
     SignalSource,
     new_id,
@@ -46,7 +50,13 @@ from ..events import (
 from ..exceptions import SessionClosed, SessionStartFailed
 from ..logs import get_logger
 from ..observe.screen import ScreenSnapshot
-from ..transports.process import SESSION_MARKER, EscalationPolicy, escalate, exit_reason
+from ..transports.process import (
+    EscalationPolicy,
+    descendants,
+    escalate,
+    exit_reason,
+    marked_processes,
+)
 from .delivery import DeliveryQueue
 from .state import StateMachine
 
@@ -74,13 +84,17 @@ class Session:
         *,
         name: str,
         driver: Driver,
+        session_id: str | None = None,
         options: SessionOptions | None = None,
         own_children: set[int] | None = None,
     ) -> None:
         self.driver = driver
         self.options = options or SessionOptions()
         self._identity = AgentIdentity(
-            name=name, harness=driver.harness, session_id=new_id("ses"), mode=driver.mode
+            name=name,
+            harness=driver.harness,
+            session_id=session_id or new_id("ses"),
+            mode=driver.mode,
         )
         self.log = get_logger(session=name, harness=driver.harness)
         self._handlers: list[EventHandler] = []
@@ -132,11 +146,6 @@ class Session:
     def pending_messages(self) -> int:
         return self._queue.pending
 
-    @property
-    def marker_env(self) -> dict[str, str]:
-        """Environment entries every process of this session must inherit."""
-        return {SESSION_MARKER: self._identity.session_id}
-
     async def receive_message(
         self, message: RelayMessage, ctx: MessageContext | None = None
     ) -> MessageReceipt:
@@ -187,6 +196,21 @@ class Session:
                 await self._done.wait()
         assert self.exit is not None
         return self.exit
+
+    def kill_now(self) -> None:
+        """SIGKILL every process of the session at once, without waiting (forced shutdown).
+
+        A release in progress then sees the exits and finishes quickly.
+        """
+        process = self.driver.process
+        if process is None:
+            return
+        doomed = descendants(process.pid) + marked_processes(self._identity.session_id)
+        if not process.exited:
+            process.signal(signal.SIGKILL)
+        for proc in doomed:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
     # -- SessionPort ----------------------------------------------------------------------
 
@@ -281,8 +305,10 @@ class Session:
         self._queue.close(f"session {self.name} ended")
         info = await self._escalate(graceful=False)
         code = self.driver.process.returncode if self.driver.process else None
-        if failure is None and code == 0:
-            info.reason = "process exited (exit code 0)"
+        # An attached process is not ours: its exit code is unknown and its exit normal.
+        normal = code == 0 or (code is None and self.driver.mode == SessionMode.ATTACHED)
+        if failure is None and normal:
+            info.reason = f"process exited ({exit_reason(code)})"
             self._end(info, failed=False, reason=info.reason)
             return
         phase = "before it was ready" if not self._machine.was_ready else "unexpectedly"

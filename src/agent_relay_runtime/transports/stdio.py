@@ -44,7 +44,8 @@ class _AsyncioChild(ProcessHandle):
 def use_pidfd_child_watcher() -> None:
     """On Python 3.11, let asyncio watch children with pidfds instead of a thread each.
 
-    From 3.12 on asyncio does this by itself where pidfds exist.
+    Must be called from the running event loop. From 3.12 on asyncio does this by itself
+    where pidfds exist.
     """
     if sys.version_info >= (3, 12):
         return
@@ -55,9 +56,16 @@ def use_pidfd_child_watcher() -> None:
         os.close(os.pidfd_open(os.getpid()))
     except (AttributeError, OSError):
         return
-    watcher = asyncio.get_event_loop_policy().get_child_watcher()
-    if not isinstance(watcher, asyncio.PidfdChildWatcher):
-        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    loop = asyncio.get_running_loop()
+    policy = asyncio.get_event_loop_policy()
+    watcher = policy._watcher if hasattr(policy, "_watcher") else None
+    if isinstance(watcher, asyncio.PidfdChildWatcher):
+        if getattr(watcher, "_loop", None) is not loop:
+            watcher.attach_loop(loop)
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
 
 
 class StdioTransport:

@@ -1,0 +1,58 @@
+"""What harnesses share: the launch context the runtime lends them, and spec checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..contract import SessionSpec
+from ..exceptions import CwdNotFound, ExecutableNotFound
+from ..profiles import ProfileRegistry
+from ..session.core import Session
+from ..transports.process import SESSION_MARKER
+
+__all__ = ["LaunchContext", "resolve_cwd", "resolve_executable", "session_env"]
+
+
+@dataclass
+class LaunchContext:
+    """Implements `HarnessContext`: where sessions start and what they may use."""
+
+    data_dir: Path
+    profiles: ProfileRegistry
+    launch: Callable[[Session], Awaitable[None]]
+    own_children: set[int] = field(default_factory=set)
+
+
+def resolve_cwd(spec: SessionSpec) -> Path:
+    cwd = (spec.cwd or Path.cwd()).expanduser()
+    if not cwd.is_dir():
+        raise CwdNotFound(f"cwd not found: {cwd}")
+    return cwd.resolve()
+
+
+def resolve_executable(executable: str, env: dict[str, str]) -> str:
+    """An absolute path for ``executable`` (a path, or a name looked up on PATH)."""
+    if os.sep in executable:
+        path = Path(executable).expanduser()
+        if not path.exists():
+            raise ExecutableNotFound(f"executable not found: {executable}")
+        if not os.access(path, os.X_OK) or path.is_dir():
+            raise ExecutableNotFound(f"executable not runnable: {executable}")
+        return str(path.resolve())
+    found = shutil.which(executable, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ExecutableNotFound(f"executable not found on PATH: {executable}")
+    return found
+
+
+def session_env(session_id: str, *layers: dict[str, str]) -> dict[str, str]:
+    """The daemon's environment, then each layer, then the session marker (always last)."""
+    env = dict(os.environ)
+    for layer in layers:
+        env.update(layer)
+    env[SESSION_MARKER] = session_id
+    return env

@@ -1,0 +1,69 @@
+"""Harnesses defined by a profile alone, run in a PTY by the terminal driver."""
+
+from __future__ import annotations
+
+from ..contract import SessionMode, SessionSpec, new_id
+from ..drivers.terminal import TerminalDriver
+from ..exceptions import ConfigError
+from ..profiles import Profile
+from ..session.core import Session, SessionOptions
+from .context import LaunchContext, resolve_cwd, resolve_executable, session_env
+
+__all__ = ["TerminalHarness", "create_terminal_session"]
+
+
+class TerminalHarness:
+    """A CLI whose only interface is its terminal (``generic``, ``aider``, the fake TUI…)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def create(self, spec: SessionSpec, ctx: LaunchContext) -> Session:
+        if spec.mode not in (None, SessionMode.PTY):
+            raise ConfigError(f"harness {self.name!r} has no {spec.mode.value} mode (only pty)")
+        return await create_terminal_session(self.name, ctx.profiles.load(self.name), spec, ctx)
+
+
+def _model_args(profile: Profile, model: str | None) -> list[str]:
+    if not model:
+        return []
+    if not profile.command.model_args:
+        raise ConfigError(f"harness {profile.name!r} does not take a model (no command.model_args)")
+    return [arg.replace("{model}", model) for arg in profile.command.model_args]
+
+
+async def create_terminal_session(
+    harness: str, profile: Profile, spec: SessionSpec, ctx: LaunchContext
+) -> Session:
+    """Build and launch a PTY session for ``profile``; returns once it is spawned."""
+    name = spec.name or harness
+    session_id = new_id("ses")
+    env = session_env(session_id, {"TERM": "xterm-256color"}, profile.command.env, spec.env)
+    executable = spec.command or profile.resolve_executable()
+    if not executable:
+        raise ConfigError(f"harness {harness!r} needs an executable: pass --command EXECUTABLE")
+    argv = [
+        resolve_executable(executable, env),
+        *profile.command.args,
+        *_model_args(profile, spec.model),
+        *spec.args,
+    ]
+    if spec.idle_after is not None:
+        idle = profile.idle.model_copy(update={"quiet": spec.idle_after})
+        profile = profile.model_copy(update={"idle": idle})
+    driver = TerminalDriver(
+        harness=harness, profile=profile, argv=argv, cwd=resolve_cwd(spec), env=env
+    )
+    options = SessionOptions(
+        ready_timeout=spec.ready_timeout or profile.ready.timeout,
+        stall_timeout=profile.busy.stall_timeout,
+    )
+    session = Session(
+        name=name,
+        driver=driver,
+        session_id=session_id,
+        options=options,
+        own_children=ctx.own_children,
+    )
+    await ctx.launch(session)
+    return session
