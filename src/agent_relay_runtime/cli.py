@@ -1,0 +1,315 @@
+"""The ``agent-relay-runtime`` command line: a thin client of the daemon (and ``serve``).
+
+Every verb takes ``--json``; every failure prints one ``error: …`` line to stderr and
+exits non-zero (1 for a failed operation, 2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .exceptions import RuntimeErrorBase
+
+__all__ = ["main"]
+
+Verb = Callable[[argparse.Namespace], int]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="data dir (default $AGENT_RELAY_HOME or XDG data)")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    parser = argparse.ArgumentParser(
+        prog="agent-relay-runtime",
+        description="Host AI coding agents as managed sessions.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common], description=help_text)
+
+    p = verb("serve", "run the daemon (supervisor + local control API)")
+    p.add_argument(
+        "--listen", help="unix:PATH or 127.0.0.1:PORT (default: a socket in the data dir)"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    p = verb("create", "start an agent session (pass the agent's own arguments after --)")
+    p.add_argument("harness", help="claude, generic, or a profile name (see doctor)")
+    p.add_argument("--name", help="session name (default HARNESS-N)")
+    p.add_argument("--mode", choices=["pty", "headless"], help="default: the harness's own")
+    p.add_argument("--cwd", help="working directory (default: this one)")
+    p.add_argument("--model")
+    p.add_argument("--task", help="first message, delivered once ready")
+    p.add_argument("--command", help="executable to run instead of the harness's own")
+    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--idle-after", type=float, metavar="SECONDS", help="quiet window for idle")
+    p.add_argument("--ready-timeout", type=float, metavar="SECONDS")
+    p.add_argument("--no-wait", action="store_true", help="return once spawned, not ready")
+
+    p = verb("attach", "adopt a running process by pid, for observation and release")
+    p.add_argument("name")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--harness", default="process")
+
+    p = verb("ps", "list sessions")
+    p.add_argument("--all", action="store_true", help="include recently ended sessions")
+
+    p = verb("send", "send a message to a session")
+    p.add_argument("name")
+    p.add_argument("text")
+    p.add_argument("--mode", choices=["wait", "steer", "immediate"], default="wait")
+    p.add_argument("--from", dest="sender", metavar="SENDER")
+    p.add_argument("--id", help="message id (deduplicates)")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="block until delivered or failed")
+    p.add_argument("--timeout", type=float, default=120.0)
+
+    p = verb("events", "print session events as JSON lines")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--session")
+    p.add_argument("--since", type=int, default=0, metavar="SEQ")
+
+    p = verb("screen", "print a PTY session's screen")
+    p.add_argument("name")
+
+    p = verb("logs", "print a session's raw output (scrollback or stderr)")
+    p.add_argument("name")
+    p.add_argument("--bytes", type=int)
+
+    p = verb("release", "stop a session and every process it started")
+    p.add_argument("name")
+    p.add_argument("--reason")
+
+    verb("doctor", "which agent CLIs are installed, their versions, broken profiles")
+    return parser
+
+
+def _split_agent_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Everything after the first ``--`` goes to the agent, untouched."""
+    if "--" in argv:
+        index = argv.index("--")
+        return argv[:index], argv[index + 1 :]
+    return argv, []
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from .daemon.state import resolve_data_dir
+
+    return resolve_data_dir(args.data_dir)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .daemon.client import DaemonClient
+
+    return DaemonClient(_data_dir(args))
+
+
+def _out(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else human)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .daemon.server import DaemonConfig, serve
+    from .logs import configure_logging
+
+    configure_logging(args.log_level)
+    config = DaemonConfig(data_dir=_data_dir(args), listen=args.listen)
+    return anyio.run(serve, config)
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RuntimeErrorBase(f"--env: expected K=V, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    command = args.command
+    if command and os.sep in command:
+        command = str(Path(command).absolute())  # the daemon's cwd is not ours
+    body = {
+        "harness": args.harness,
+        "name": args.name,
+        "mode": args.mode,
+        "cwd": str(Path(args.cwd).absolute() if args.cwd else Path.cwd()),
+        "model": args.model,
+        "task": args.task,
+        "command": command,
+        "args": args.agent_args,
+        "env": _env_pairs(args.env),
+        "idle_after": args.idle_after,
+        "ready_timeout": args.ready_timeout,
+        "wait": not args.no_wait,
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    with _client(args) as client:
+        info = client.request("POST", "/v1/sessions", json=body, timeout=None)
+    human = (
+        f"{info['name']}: {info['state']} ({info['harness']}, {info['mode']}, pid {info['pid']})"
+    )
+    _out(args, info, human)
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    body = {"name": args.name, "pid": args.pid, "harness": args.harness}
+    with _client(args) as client:
+        info = client.request("POST", "/v1/sessions/attach", json=body)
+    _out(args, info, f"{info['name']}: attached to pid {info['pid']}")
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.request("GET", "/v1/sessions", params={"all": 1} if args.all else None)
+    rows = data["sessions"] + data.get("ended", [])
+    header = f"{'NAME':20} {'HARNESS':10} {'MODE':9} {'STATE':10} {'PID':>8} {'QUEUED':>6}"
+    lines = [header] + [
+        f"{s['name']:20} {s['harness']:10} {s['mode']:9} {s['state']:10} "
+        f"{s['pid'] or '-':>8} {s['pending']:>6}"
+        for s in rows
+    ]
+    _out(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    body = {
+        "text": args.text,
+        "mode": args.mode,
+        "from": args.sender,
+        "id": args.id,
+        "idempotency_key": args.idempotency_key,
+        "wait": args.wait,
+        "timeout": args.timeout,
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    with _client(args) as client:
+        data = client.request(
+            "POST", f"/v1/sessions/{args.name}/messages", json=body, timeout=args.timeout + 10
+        )
+    receipt = data["receipt"]
+    detail = receipt.get("reason") or (receipt.get("evidence") or {}).get("detail") or ""
+    _out(
+        args,
+        data,
+        f"{receipt['status']} {receipt['message_id']}" + (f": {detail}" if detail else ""),
+    )
+    if receipt["status"] == "failed":
+        retry = "retryable" if receipt.get("retryable") else "not retryable"
+        print(f"error: delivery failed: {receipt['reason']} ({retry})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"since": args.since}
+    if args.session:
+        params["session"] = args.session
+    if args.follow:
+        params["follow"] = 1
+    with _client(args) as client:
+        for line in client.stream_lines("/v1/events", params):
+            sys.stdout.buffer.write(line + b"\n")
+            sys.stdout.flush()
+    return 0
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.request("GET", f"/v1/sessions/{args.name}/screen")
+    _out(args, data, data["text"])
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    params = {"bytes": args.bytes} if args.bytes else None
+    with _client(args) as client:
+        data = client.request("GET", f"/v1/sessions/{args.name}/logs", params=params)
+    if args.json:
+        print(json.dumps({"name": args.name, "logs": data.decode("utf-8", "replace")}))
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    params = {"reason": args.reason} if args.reason else None
+    with _client(args) as client:
+        data = client.request("DELETE", f"/v1/sessions/{args.name}", params=params, timeout=None)
+    info = data["exit"]
+    how = (
+        "gracefully" if info["graceful"] else "after " + (", ".join(info["signals_sent"]) or "exit")
+    )
+    swept = f", swept {len(info['swept'])} stray process(es)" if info["swept"] else ""
+    left = f", SURVIVORS {info['survivors']}" if info["survivors"] else ""
+    _out(args, data, f"released {args.name} {how}{swept}{left}")
+    return 1 if info["survivors"] else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
+    report = diagnose(_data_dir(args))
+    try:
+        with _client(args) as client:
+            report["daemon"] = client.request("GET", "/v1/health")
+    except RuntimeErrorBase as exc:
+        report["daemon"] = {"status": "not running", "detail": exc.message}
+    lines = [f"{'HARNESS':10} {'INSTALLED':9} VERSION"]
+    for cli in report["clis"]:
+        version = cli["version"] or cli["error"] or ""
+        lines.append(f"{cli['harness']:10} {'yes' if cli['installed'] else 'no':9} {version}")
+    lines.append(f"profiles: {', '.join(report['profiles'])}")
+    for name, problem in report["profile_problems"].items():
+        lines.append(f"profile {name} is broken: {problem}")
+    daemon = report["daemon"]
+    lines.append(f"daemon: {daemon.get('status')} {daemon.get('detail', '')}".rstrip())
+    _out(args, report, "\n".join(lines))
+    return 0
+
+
+VERBS: dict[str, Verb] = {
+    "serve": cmd_serve,
+    "create": cmd_create,
+    "attach": cmd_attach,
+    "ps": cmd_ps,
+    "send": cmd_send,
+    "events": cmd_events,
+    "screen": cmd_screen,
+    "logs": cmd_logs,
+    "release": cmd_release,
+    "doctor": cmd_doctor,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own, agent_args = _split_agent_args(list(sys.argv[1:] if argv is None else argv))
+    args = _parser().parse_args(own)
+    args.agent_args = agent_args
+    try:
+        return VERBS[args.verb](args)
+    except RuntimeErrorBase as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

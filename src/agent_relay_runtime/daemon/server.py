@@ -1,0 +1,187 @@
+"""`serve`: the daemon. Composes the supervisor, the delivery port and the control API.
+
+This module is the one owner of signals (uvicorn's own handlers are switched off): the
+first SIGINT or SIGTERM releases every session and then stops the server; a second
+SIGINT kills every session's processes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+
+from .. import __version__
+from ..contract import utcnow
+from ..eventlog import EventLog
+from ..exceptions import ConfigError
+from ..logs import get_logger
+from ..port import LocalDeliveryPort
+from ..supervisor import Supervisor
+from .api import create_app
+from .state import DataDir
+
+__all__ = ["DaemonConfig", "serve"]
+
+_UNIX_PATH_MAX = 107
+
+
+@dataclass
+class DaemonConfig:
+    data_dir: Path
+    listen: str | None = None  # "unix:PATH" or "HOST:PORT" on loopback; default the socket
+    event_capacity: int = 10_000
+
+
+def bind_listener(listen: str | None, data: DataDir) -> tuple[socket.socket, str]:
+    """A bound, listening socket for ``listen`` and the URL clients use to reach it."""
+    if listen is None or listen.startswith("unix:"):
+        path = Path(listen[5:]) if listen else data.socket_path
+        if len(str(path)) > _UNIX_PATH_MAX:
+            raise ConfigError(
+                f"socket path too long ({len(str(path))} > {_UNIX_PATH_MAX}): {path}; "
+                "use a shorter --data-dir or --listen 127.0.0.1:PORT"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket from a daemon that died (the lock says none runs)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # created 0600: only this user may connect
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        sock.listen(128)
+        return sock, f"unix:{path}"
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"--listen: expected unix:PATH or HOST:PORT, got {listen!r}") from None
+    if not address.is_loopback:
+        raise ConfigError(f"--listen: the control API binds to loopback only, not {host}")
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((str(address), port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"--listen: cannot bind {listen}: {exc.strerror}") from None
+    sock.listen(128)
+    bound_port = sock.getsockname()[1]
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return sock, f"http://{shown}:{bound_port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers, and with a readiness event."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = anyio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+async def serve(config: DaemonConfig) -> int:
+    """Run the daemon until a signal stops it; the process exit status."""
+    log = get_logger()
+    data = DataDir(config.data_dir)
+    data.ensure()
+    lock_fd = data.lock()
+    try:
+        token = data.token()
+        sock, url = bind_listener(config.listen, data)
+        events = EventLog(config.event_capacity)
+        port = LocalDeliveryPort()
+        async with Supervisor(data_dir=data.root, event_log=events, subreaper=True) as supervisor:
+            port.bind(supervisor)
+            supervisor.subscribe(port.publish)
+            app = create_app(supervisor, port, token)
+            server = _Server(
+                uvicorn.Config(
+                    app,
+                    log_config=None,
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=3,
+                )
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.serve, [sock])
+                await server.ready.wait()
+                state = _state(url, data)
+                data.write_state(state)
+                _announce(state)
+                log.info("daemon_started", url=url, data_dir=str(data.root), pid=os.getpid())
+                await _until_signalled(supervisor, events, server, log)
+        return 0
+    finally:
+        data.clear_state()
+        if config.listen is None or config.listen.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError, NameError):
+                Path(url[5:]).unlink()
+        os.close(lock_fd)
+
+
+def _state(url: str, data: DataDir) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "url": url,
+        "version": __version__,
+        "data_dir": str(data.root),
+        "token_file": str(data.token_file),
+        "started_at": utcnow().isoformat(),
+    }
+
+
+def _announce(state: dict[str, Any]) -> None:
+    print(
+        f"agent-relay-runtime {state['version']} serving on {state['url']} "
+        f"(pid {state['pid']}, data dir {state['data_dir']})",
+        flush=True,
+    )
+
+
+async def _until_signalled(
+    supervisor: Supervisor, events: EventLog, server: _Server, log: Any
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            stopping = False
+            async for signum in signals:
+                if not stopping:
+                    stopping = True
+                    log.info("daemon_stopping", signal=signal.Signals(signum).name)
+                    tg.start_soon(_stop, supervisor, events, server, tg)
+                elif signum == signal.SIGINT:
+                    log.warning("daemon_forced_stop")
+                    print("forced stop: killing every session", file=sys.stderr, flush=True)
+                    supervisor.kill_all()
+
+
+async def _stop(
+    supervisor: Supervisor, events: EventLog, server: _Server, tg: anyio.abc.TaskGroup
+) -> None:
+    await supervisor.shutdown("daemon stopping")
+    events.close()
+    server.should_exit = True
+    tg.cancel_scope.cancel()  # stop listening for signals
