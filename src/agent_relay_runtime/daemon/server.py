@@ -107,6 +107,7 @@ async def serve(config: DaemonConfig) -> int:
     data = DataDir(config.data_dir)
     data.ensure()
     lock_fd = data.lock()
+    url: str | None = None
     try:
         token = data.token()
         sock, url = bind_listener(config.listen, data)
@@ -136,8 +137,8 @@ async def serve(config: DaemonConfig) -> int:
         return 0
     finally:
         data.clear_state()
-        if config.listen is None or config.listen.startswith("unix:"):
-            with contextlib.suppress(FileNotFoundError, NameError):
+        if url is not None and url.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError):
                 Path(url[5:]).unlink()
         os.close(lock_fd)
 
