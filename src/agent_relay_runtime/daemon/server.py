@@ -139,7 +139,7 @@ async def serve(config: DaemonConfig) -> int:
         data.clear_state()
         if url is not None and url.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
-                Path(url[5:]).unlink()
+                Path(url[5:]).unlink()  # noqa: ASYNC240 - once, at exit
         os.close(lock_fd)
 
 

@@ -51,16 +51,14 @@ class StateMachine:
     def set(self, target: SessionState, reason: str, signal: SignalSource) -> bool:
         """Move to ``target`` if legal and the signal is strong enough; True if it moved."""
         current = self.state
-        if target == current or target not in _ALLOWED[current]:
-            return False
         if target == S.IDLE and not self.was_ready:
             target = S.READY  # the first idle boundary is readiness
-        if target == S.READY and self.was_ready:
+        elif target == S.READY and self.was_ready:
             target = S.IDLE
+        if target == current or target not in _ALLOWED[current]:
+            return False
         weak = signal.strength < self.authority.strength
         if weak and target in _FLIPS and current in _FLIPS | {S.READY}:
-            return False
-        if target == current:
             return False
         self.state = target
         self.entered_at = monotonic()

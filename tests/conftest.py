@@ -1,0 +1,108 @@
+"""Shared fixtures: fake agent paths, an in-process supervisor, and a leak check.
+
+Every test is checked for process hygiene: a live process carrying a session marker
+(AGENT_RELAY_SESSION) that was not there before the test fails it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from agent_relay_runtime.contract import SessionSpec
+from agent_relay_runtime.profiles import ProfileRegistry, builtin_profile_dir
+from agent_relay_runtime.supervisor import Supervisor
+from agent_relay_runtime.testing import EventRecorder
+from agent_relay_runtime.transports.process import SESSION_MARKER, alive
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKES = ROOT / "fixtures" / "fake_agents"
+FAKE_TUI = FAKES / "fake_tui.py"
+FAKE_CLAUDE = FAKES / "fake_claude_stream.py"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def marked_pids() -> set[int]:
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            if SESSION_MARKER in proc.environ() and alive(proc):
+                found.add(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    before = marked_pids()
+    yield
+    leaked = marked_pids() - before
+    for pid in leaked:  # do not let one failure poison the following tests
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+    assert not leaked, f"processes left behind: {sorted(leaked)}"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def profiles(tmp_path: Path) -> ProfileRegistry:
+    user = tmp_path / "profiles"
+    user.mkdir()
+    return ProfileRegistry([builtin_profile_dir(), user])
+
+
+@pytest.fixture
+async def supervisor(data_dir: Path, profiles: ProfileRegistry) -> AsyncIterator[Supervisor]:
+    async with Supervisor(data_dir=data_dir, profiles=profiles) as sup:
+        yield sup
+
+
+@pytest.fixture
+def recorder(supervisor: Supervisor) -> EventRecorder:
+    rec = EventRecorder()
+    supervisor.subscribe(rec)
+    return rec
+
+
+def script_env(**script: Any) -> dict[str, str]:
+    """The environment that scripts a fake agent."""
+    return {"FAKE_AGENT_SCRIPT": json.dumps(script)}
+
+
+def tui_spec(name: str = "tui", **script: Any) -> SessionSpec:
+    return SessionSpec(harness="fake-tui", name=name, env=script_env(**script))
+
+
+def claude_spec(name: str = "claude", **script: Any) -> SessionSpec:
+    return SessionSpec(
+        harness="claude", name=name, command=str(FAKE_CLAUDE), env=script_env(**script)
+    )
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+PYTHON = sys.executable
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
