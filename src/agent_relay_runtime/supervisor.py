@@ -104,7 +104,7 @@ class Supervisor:
     def kill_all(self) -> None:
         """SIGKILL every session's processes now (a forced shutdown); releases in flight
         then finish at once."""
-        for session in list(self._sessions.values()):
+        for session in self.sessions():
             session.kill_now()
 
     # -- sessions ------------------------------------------------------------------------------
@@ -115,15 +115,19 @@ class Supervisor:
         return lambda: self._subscribers.remove(handler) if handler in self._subscribers else None
 
     def sessions(self) -> list[Session]:
-        return list(self._sessions.values())
+        """Live sessions (an ended one may linger here a moment while it is swept)."""
+        return [s for s in self._sessions.values() if not s.done]
 
     def ended(self) -> list[dict[str, Any]]:
-        return list(self._ended.values())
+        lingering = [s.info() for s in self._sessions.values() if s.done]
+        return list(self._ended.values()) + lingering
 
     def get(self, name: str) -> Session:
         session = self._sessions.get(name)
-        if session is not None:
+        if session is not None and not session.done:
             return session
+        if session is not None:
+            raise SessionNotFound(f"session {name!r} has ended ({session.end_reason})")
         ended = self._ended.get(name)
         if ended is not None:
             raise SessionNotFound(f"session {name!r} has ended ({ended.get('reason')})")

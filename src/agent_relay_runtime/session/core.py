@@ -169,8 +169,7 @@ class Session:
     async def wait_ready(self, timeout: float | None = None) -> None:
         try:
             state = await self._machine.wait_for(
-                lambda s: s.is_idle or s.is_final or s == S.RELEASING or self._machine.was_ready,
-                timeout,
+                lambda s: s.is_idle or s.is_final or self._machine.was_ready, timeout
             )
         except TimeoutError:
             raise SessionStartFailed(

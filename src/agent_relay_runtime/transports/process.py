@@ -281,6 +281,7 @@ async def escalate(
     started = monotonic()
     info = ExitInfo()
     tree = _Tree()
+    signalled: set[int] = set()  # processes besides the leader that had to be signalled
     await _snapshot(tree, handle, marker)
 
     if graceful is not None and not handle.exited:
@@ -299,6 +300,7 @@ async def escalate(
         if not handle.exited:
             handle.signal(sig)
         _signal_all(living, sig)
+        signalled.update(p.pid for p in living)
         with anyio.move_on_after(timeout):
             await handle.wait()
         await wait_gone(living, max(0.0, timeout))
@@ -307,8 +309,9 @@ async def escalate(
     leftovers = tree.living(handle.pid)
     if leftovers:
         _signal_all(leftovers, signal.SIGKILL)
-        info.swept = sorted(p.pid for p in leftovers)
+        signalled.update(p.pid for p in leftovers)
         await wait_gone(leftovers, policy.kill_timeout)
+    info.swept = sorted(signalled)
     info.survivors = sorted(p.pid for p in tree.living(handle.pid))
     if not handle.exited:
         info.survivors.insert(0, handle.pid)
