@@ -126,7 +126,9 @@ async def test_escape_sequences_in_a_message_arrive_as_inert_text(
     session = await supervisor.create(tui_spec(trace_file=str(trace)))
     evil = "start \x1b[201~ now typed? \x03 \x04 \x1b[2J\x1bc end"
     message = await send(supervisor, "tui", evil)
-    await recorder.wait_for("delivery.delivered", where=lambda e: e.receipt.message_id == message.id)
+    await recorder.wait_for(
+        "delivery.delivered", where=lambda e: e.receipt.message_id == message.id
+    )
     await recorder.wait_for("status.changed", where=lambda e: e.state == "idle")
     submits = [t["text"] for t in read_trace(trace) if t["event"] == "submit"]
     assert submits == [sanitize_for_terminal(evil)]

@@ -177,14 +177,15 @@ class Supervisor:
     # -- internals -----------------------------------------------------------------------------
 
     def _auto_name(self, harness: str) -> str:
-        taken = set(self._sessions) | self._reserved
+        taken = {s.name for s in self.sessions()} | self._reserved
         index = 1
         while f"{harness}-{index}" in taken:
             index += 1
         return f"{harness}-{index}"
 
     def _reserve(self, name: str) -> None:
-        if name in self._sessions or name in self._reserved:
+        live = self._sessions.get(name)
+        if (live is not None and not live.done) or name in self._reserved:
             raise NameInUse(f"a session named {name!r} already exists")
         self._reserved.add(name)
 

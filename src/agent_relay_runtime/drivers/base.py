@@ -57,6 +57,10 @@ class SessionPort(Protocol):
         """Note that the agent did something (resets the stall timer)."""
         ...
 
+    def set_conversation(self, conversation_id: str) -> None:
+        """Record the harness's own conversation/session id (for resume)."""
+        ...
+
     async def wait_state(
         self, predicate: Callable[[SessionState], bool], timeout: float | None
     ) -> SessionState:

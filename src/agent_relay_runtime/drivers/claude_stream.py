@@ -162,6 +162,8 @@ class ClaudeStreamDriver(Driver):
         self, port: SessionPort, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         self._port = port
+        if self.conversation_id:
+            port.set_conversation(self.conversation_id)
         async with anyio.create_task_group() as tg:
             self._tg = tg
 
@@ -261,6 +263,8 @@ class ClaudeStreamDriver(Driver):
         elif kind == "system":
             if msg.get("subtype") == "init":
                 self.conversation_id = msg.get("session_id") or self.conversation_id
+                if self.conversation_id:
+                    port.set_conversation(self.conversation_id)
                 self._turn_output("turn started (init)", acknowledges=True)
         elif kind == "user":
             self._on_user(msg)

@@ -228,6 +228,9 @@ class Session:
     def activity(self) -> None:
         self._last_activity = monotonic()
 
+    def set_conversation(self, conversation_id: str) -> None:
+        self._identity.conversation_id = conversation_id
+
     async def wait_state(
         self, predicate: Callable[[SessionState], bool], timeout: float | None
     ) -> SessionState:
