@@ -107,7 +107,8 @@ async def test_steer_interrupts_the_turn(
     await recorder.wait_for("delivery.delivered", where=lambda e: e.receipt.message_id == steer.id)
     outcomes = [e.outcome for e in recorder.matching("turn.completed")]
     assert outcomes[0] == "interrupted"
-    assert [t["status"] for t in read_trace(trace) if t["event"] == "turn_end"][0] == "interrupted"
+    first_end = next(t for t in read_trace(trace) if t["event"] == "turn_end")
+    assert first_end["status"] == "interrupted"
 
 
 async def test_immediate_joins_the_running_turn(

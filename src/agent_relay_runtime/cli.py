@@ -22,14 +22,24 @@ __all__ = ["main"]
 Verb = Callable[[argparse.Namespace], int]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the verb. Only the top level sets defaults, so a
+    verb's parser does not overwrite a value given before the verb."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="data dir (default $AGENT_RELAY_HOME or XDG data)")
-    common.add_argument("--json", action="store_true", help="print JSON")
+    unset = {} if defaults else {"default": argparse.SUPPRESS}
+    common.add_argument(
+        "--data-dir", help="data dir (default $AGENT_RELAY_HOME or XDG data)", **unset
+    )
+    common.add_argument("--json", action="store_true", help="print JSON", **unset)
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common(defaults=False)
     parser = argparse.ArgumentParser(
         prog="agent-relay-runtime",
         description="Host AI coding agents as managed sessions.",
-        parents=[common],
+        parents=[_common(defaults=True)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from .aio import Notifier
-from .events import SessionEvent
+from .events import ReceiptEvent, SessionEvent, StatusChanged
 
 __all__ = ["EventRecorder"]
 
@@ -70,9 +70,13 @@ class EventRecorder:
         return [
             e.receipt.status
             for e in self.events
-            if e.type.startswith("delivery.") and e.receipt.message_id == message_id
+            if isinstance(e, ReceiptEvent) and e.receipt.message_id == message_id
         ]
 
     def states(self, session: str) -> list[str]:
         """The sequence of states a session went through."""
-        return [e.state.value for e in self.matching("status.changed", session=session)]
+        return [
+            e.state.value
+            for e in self.events
+            if isinstance(e, StatusChanged) and e.session == session
+        ]

@@ -12,7 +12,6 @@ import ipaddress
 import os
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,11 +170,16 @@ async def _until_signalled(
             async for signum in signals:
                 if not stopping:
                     stopping = True
+                    count = len(supervisor.sessions())
                     log.info("daemon_stopping", signal=signal.Signals(signum).name)
+                    print(
+                        f"stopping: releasing {count} session(s); Ctrl-C again to force",
+                        flush=True,
+                    )
                     tg.start_soon(_stop, supervisor, events, server, tg)
                 elif signum == signal.SIGINT:
                     log.warning("daemon_forced_stop")
-                    print("forced stop: killing every session", file=sys.stderr, flush=True)
+                    print("forced stop: killing every session", flush=True)
                     supervisor.kill_all()
 
 
