@@ -187,3 +187,24 @@ async def test_a_delivery_cut_short_may_have_landed() -> None:
         tg.cancel_scope.cancel()
     final = rig.receipts[-1]
     assert final.status == "failed" and not final.retryable  # type: ignore[union-attr]
+
+
+async def test_a_turn_that_ends_before_the_injection_returns_still_frees_the_queue() -> None:
+    # A fast agent can finish the turn a message started before the driver reports the
+    # evidence; the next waiting message must not wait for an idle boundary that passed.
+    rig = Rig()
+    rig.machine.set(S.READY, "up", P)
+
+    async def quick(message: RelayMessage, mode: DeliveryMode) -> Evidence:
+        rig.injected.append(message.text)
+        rig.machine.set(S.BUSY, "turn", P)
+        rig.machine.set(S.IDLE, "turn over", P)
+        return Evidence(kind="protocol_ack")
+
+    rig.queue._inject = quick
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(rig.queue.run)
+        rig.submit("one")
+        rig.submit("two")
+        await rig.until(lambda: rig.injected == ["one", "two"])
+        tg.cancel_scope.cancel()

@@ -127,6 +127,10 @@ class DeliveryQueue:
         while True:
             item = await self._next()
             self._inflight = item
+            # The next wait-mode message needs an idle boundary entered after this point.
+            # (Taken now, not after the injection returns: the turn this message starts
+            # may already have ended by then.)
+            epoch = self._state.idle_epoch
             try:
                 evidence = await self._inject(item.message, item.mode)
             except DeliveryFailed as exc:
@@ -144,7 +148,7 @@ class DeliveryQueue:
                 self._finish(item, evidence=evidence)
             finally:
                 self._inflight = None
-                self._last_epoch = self._state.idle_epoch
+                self._last_epoch = epoch
 
     def _wait_reason(self, mode: DeliveryMode) -> str | None:
         state = self._state.state
