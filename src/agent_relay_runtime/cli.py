@@ -26,11 +26,17 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     """Options accepted before and after the verb. Only the top level sets defaults, so a
     verb's parser does not overwrite a value given before the verb."""
     common = argparse.ArgumentParser(add_help=False)
-    unset = {} if defaults else {"default": argparse.SUPPRESS}
     common.add_argument(
-        "--data-dir", help="data dir (default $AGENT_RELAY_HOME or XDG data)", **unset
+        "--data-dir",
+        default=None if defaults else argparse.SUPPRESS,
+        help="data dir (default $AGENT_RELAY_HOME or XDG data)",
     )
-    common.add_argument("--json", action="store_true", help="print JSON", **unset)
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="print JSON",
+    )
     return common
 
 

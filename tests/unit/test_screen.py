@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_relay_runtime.observe.screen import ScreenModel
+from agent_relay_runtime.observe import screen as screen_module
+from agent_relay_runtime.observe.screen import ScreenModel, render_lines
 
 PIECES = [
     b"\r\n",
@@ -24,13 +25,19 @@ PIECES = [
     b"\x1b[2J",  # unsafe: disables the cut for that stretch
     b"\x1b[3A",
     b"\x08",
+    b"\x1b]0;a title\r\nwith a newline\x07",  # a string sequence spanning a CRLF
+    b"\x1b[2\r\nB",  # C0 controls inside a CSI run at once; the CSI goes on
+    b"\x1b(0qqq\x1b(B",  # line-drawing charset
 ]
+
+# Mostly plain lines, so that long stretches can be cut, with rare state changes between.
+MOSTLY_PLAIN = [b"\r\n"] * 120 + [b"plain words "] * 100 + [b"\x1b[1;31m", b"\x1b[0m"] * 5 + PIECES
 
 
 def reference(data: bytes, cols: int, rows: int) -> tuple[list[str], int, int, object]:
     screen = pyte.Screen(cols, rows)
     pyte.ByteStream(screen).feed(data)
-    lines = [line.rstrip() for line in screen.display]
+    lines = render_lines(screen)
     return lines, screen.cursor.x, screen.cursor.y, screen.cursor.attrs
 
 
@@ -87,3 +94,30 @@ def test_bottom_lines_skip_blank_rows() -> None:
     model = ScreenModel(cols=40, rows=10)
     model.feed(b"one\r\ntwo\r\n\r\nthree")
     assert model.bottom(2) == "two\nthree"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(MOSTLY_PLAIN), min_size=0, max_size=3000),
+    st.integers(1, 9000),
+    st.integers(0, 2**32),
+)
+def test_compacting_pending_output_never_changes_the_screen(
+    pieces: list[bytes], chunk: int, seed: int
+) -> None:
+    # A tiny screen and compaction bound make every run compact many times, with
+    # escape sequences landing anywhere relative to the cuts.
+    data = b"".join(pieces)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(screen_module, "_COMPACT_AT", 1024)
+        model = ScreenModel(cols=30, rows=6)
+        rng = random.Random(seed)
+        for start in range(0, len(data), chunk):
+            model.feed(data[start : start + chunk])
+            if rng.random() < 0.1:
+                model.lines()
+        snap = model.snapshot()
+    lines, x, y, attrs = reference(data, 30, 6)
+    assert snap.lines == lines
+    assert (snap.cursor_x, snap.cursor_y) == (x, y)
+    assert model._screen.cursor.attrs == attrs

@@ -156,7 +156,11 @@ class TerminalDriver(Driver):
             await self._output.wait()
             while True:
                 now = monotonic()
-                if self._verifying or now - last_eval >= _EVAL_INTERVAL:
+                if self._verifying or (
+                    # While busy, only a quiet screen can say more (idle, a dialog);
+                    # skipping looks at a flood of output keeps the screen model cheap.
+                    self._require_port().state != S.BUSY and now - last_eval >= _EVAL_INTERVAL
+                ):
                     await self._act(self._evaluate(quiet=False))
                     last_eval = now
                 with anyio.move_on_after(self._quiet_window()) as scope:
