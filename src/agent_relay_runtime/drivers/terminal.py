@@ -35,6 +35,7 @@ from ..contract import (
     SignalSource,
 )
 from ..exceptions import DeliveryFailed, TransportClosed
+from ..logs import get_logger
 from ..observe.screen import ScreenModel, ScreenSnapshot
 from ..profiles import Dialog, Profile
 from ..sanitize import bracketed_paste, typed
@@ -85,6 +86,7 @@ class TerminalDriver(Driver):
         )
         self._output = Notifier()
         self._port: SessionPort | None = None
+        self._log = get_logger(harness=harness)
         self._verifying = 0
         self._busy_count = 0
         self._busy_flashes = 0
@@ -114,6 +116,7 @@ class TerminalDriver(Driver):
         self, port: SessionPort, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         self._port = port
+        self._log = self._log.bind(session=port.name)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch)
             await self._transport.run(task_status=task_status)
@@ -238,6 +241,7 @@ class TerminalDriver(Driver):
             self._require_port().set_state(S.BLOCKED, why, SCREEN)
             return None
         self._answered[index] = count + 1
+        self._log.info("dialog_answered", dialog=dialog.name or dialog.pattern.pattern)
         return dialog.keys.encode()
 
     # -- delivery ------------------------------------------------------------------------------

@@ -5,7 +5,13 @@ from __future__ import annotations
 from ..contract import SessionMode, SessionSpec, new_id
 from ..drivers.claude_stream import ClaudeStreamDriver
 from ..session.core import Session, SessionOptions
-from .context import LaunchContext, resolve_cwd, resolve_executable, session_env
+from .context import (
+    LaunchContext,
+    launch_session,
+    resolve_cwd,
+    resolve_executable,
+    session_env,
+)
 from .terminal import create_terminal_session
 
 __all__ = ["ClaudeHarness"]
@@ -28,12 +34,6 @@ class ClaudeHarness:
             args=spec.args,
         )
         options = SessionOptions(ready_timeout=spec.ready_timeout or 60.0)
-        session = Session(
-            name=spec.name or self.name,
-            driver=driver,
-            session_id=session_id,
-            options=options,
-            own_children=ctx.own_children,
+        return await launch_session(
+            ctx, name=spec.name or self.name, driver=driver, session_id=session_id, options=options
         )
-        await ctx.launch(session)
-        return session

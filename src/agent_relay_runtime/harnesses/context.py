@@ -9,12 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..contract import SessionSpec
+from ..drivers.base import Driver
 from ..exceptions import CwdNotFound, ExecutableNotFound
 from ..profiles import ProfileRegistry
-from ..session.core import Session
+from ..session.core import Session, SessionOptions
 from ..transports.process import SESSION_MARKER
 
-__all__ = ["LaunchContext", "resolve_cwd", "resolve_executable", "session_env"]
+__all__ = [
+    "LaunchContext",
+    "launch_session",
+    "resolve_cwd",
+    "resolve_executable",
+    "session_env",
+]
 
 
 @dataclass
@@ -25,6 +32,21 @@ class LaunchContext:
     profiles: ProfileRegistry
     launch: Callable[[Session], Awaitable[None]]
     own_children: set[int] = field(default_factory=set)
+
+
+async def launch_session(
+    ctx: LaunchContext, *, name: str, driver: Driver, session_id: str, options: SessionOptions
+) -> Session:
+    """Wrap ``driver`` in a `Session` and start it; returns once its process is spawned."""
+    session = Session(
+        name=name,
+        driver=driver,
+        session_id=session_id,
+        options=options,
+        own_children=ctx.own_children,
+    )
+    await ctx.launch(session)
+    return session
 
 
 def resolve_cwd(spec: SessionSpec) -> Path:

@@ -7,7 +7,13 @@ from ..drivers.terminal import TerminalDriver
 from ..exceptions import ConfigError
 from ..profiles import Profile
 from ..session.core import Session, SessionOptions
-from .context import LaunchContext, resolve_cwd, resolve_executable, session_env
+from .context import (
+    LaunchContext,
+    launch_session,
+    resolve_cwd,
+    resolve_executable,
+    session_env,
+)
 
 __all__ = ["TerminalHarness", "create_terminal_session"]
 
@@ -58,12 +64,6 @@ async def create_terminal_session(
         ready_timeout=spec.ready_timeout or profile.ready.timeout,
         stall_timeout=profile.busy.stall_timeout,
     )
-    session = Session(
-        name=name,
-        driver=driver,
-        session_id=session_id,
-        options=options,
-        own_children=ctx.own_children,
+    return await launch_session(
+        ctx, name=name, driver=driver, session_id=session_id, options=options
     )
-    await ctx.launch(session)
-    return session
