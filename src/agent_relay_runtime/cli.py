@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-after", type=float, metavar="SECONDS", help="quiet window for idle")
     p.add_argument("--ready-timeout", type=float, metavar="SECONDS")
     p.add_argument("--no-wait", action="store_true", help="return once spawned, not ready")
+    p.add_argument(
+        "--isolated", action="store_true", help="give the CLI a config/state dir of its own"
+    )
+    p.add_argument("--keep-state", action="store_true", help="keep that dir after release")
+    p.add_argument("--yolo", action="store_true", help="pass the CLI's permission-bypass flag")
+    p.add_argument(
+        "--approvals",
+        choices=["ask", "allow", "deny"],
+        help="who answers tool approvals: a person (ask, default), or always allow/deny",
+    )
 
     p = verb("attach", "adopt a running process by pid, for observation and release")
     p.add_argument("name")
@@ -94,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true")
     p.add_argument("--session")
     p.add_argument("--since", type=int, default=0, metavar="SEQ")
+
+    p = verb("approvals", "list a session's pending tool approvals")
+    p.add_argument("name")
+
+    p = verb("approve", "answer a pending tool approval")
+    p.add_argument("name")
+    p.add_argument("approval_id")
+    p.add_argument("--deny", action="store_true", help="deny instead of allow")
 
     p = verb("screen", "print a PTY session's screen")
     p.add_argument("name")
@@ -171,6 +189,10 @@ def cmd_create(args: argparse.Namespace) -> int:
         "env": _env_pairs(args.env),
         "idle_after": args.idle_after,
         "ready_timeout": args.ready_timeout,
+        "isolated": args.isolated or None,
+        "keep_state": args.keep_state or None,
+        "yolo": args.yolo or None,
+        "approvals": args.approvals,
         "wait": not args.no_wait,
     }
     body = {k: v for k, v in body.items() if v is not None}
@@ -247,6 +269,28 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approvals(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.request("GET", f"/v1/sessions/{args.name}/approvals")
+    lines = [
+        f"{a['approval_id']}  {a['tool']}  {json.dumps(a['input'])[:100]}" for a in data["pending"]
+    ]
+    _out(args, data, "\n".join(lines) or "no pending approvals")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    decision = "deny" if args.deny else "allow"
+    with _client(args) as client:
+        data = client.request(
+            "POST",
+            f"/v1/sessions/{args.name}/approvals/{args.approval_id}",
+            json={"decision": decision},
+        )
+    _out(args, data, f"{decision}: {args.approval_id}")
+    return 0
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
     with _client(args) as client:
         data = client.request("GET", f"/v1/sessions/{args.name}/screen")
@@ -309,6 +353,8 @@ VERBS: dict[str, Verb] = {
     "ps": cmd_ps,
     "send": cmd_send,
     "events": cmd_events,
+    "approvals": cmd_approvals,
+    "approve": cmd_approve,
     "screen": cmd_screen,
     "logs": cmd_logs,
     "release": cmd_release,

@@ -279,7 +279,14 @@ class ExitInfo(BaseModel):
 
 
 class SessionSpec(BaseModel):
-    """Everything needed to create a session (the control API's create body)."""
+    """Everything needed to create a session (the control API's create body).
+
+    ``isolated`` gives the CLI a config/state dir of its own (seeded so that first-run
+    dialogs do not block; removed on release unless ``keep_state``). ``yolo`` passes the
+    harness's permission-bypass flag; otherwise tool approvals that arrive through a
+    protocol are answered by ``approvals``: ``ask`` (a person, via the control API, within
+    ``approval_timeout`` seconds, else denied), ``allow`` or ``deny``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -294,6 +301,11 @@ class SessionSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     idle_after: float | None = Field(default=None, gt=0, le=3600)
     ready_timeout: float | None = Field(default=None, gt=0, le=3600)
+    isolated: bool = False
+    keep_state: bool = False
+    yolo: bool = False
+    approvals: Literal["ask", "allow", "deny"] = "ask"
+    approval_timeout: float = Field(default=600.0, gt=0, le=86400)
 
     @field_validator("name")
     @classmethod

@@ -20,6 +20,7 @@ Event names:
 ``tool.called``        a tool call with its input
 ``tool.completed``     its result
 ``tool.failed``        its error
+``tool.approval.*``    a tool asked for approval (requested), and the answer (resolved)
 ``file.changed``       a file the agent wrote
 ``command.started``    a shell command the agent runs
 ``command.completed``  its exit code and output
@@ -50,6 +51,8 @@ from .contract import (
 )
 
 __all__ = [
+    "ApprovalRequested",
+    "ApprovalResolved",
     "CommandCompleted",
     "CommandStarted",
     "DeliveryAccepted",
@@ -169,6 +172,24 @@ class ToolFailed(_Observed):
     error: Any = None
 
 
+class ApprovalRequested(_Observed):
+    type: Literal["tool.approval.requested"] = "tool.approval.requested"
+    approval_id: str
+    tool: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+    call_id: str | None = None
+    policy: str
+
+
+class ApprovalResolved(_Observed):
+    type: Literal["tool.approval.resolved"] = "tool.approval.resolved"
+    approval_id: str
+    tool: str
+    decision: Literal["allow", "deny"]
+    by: str
+
+
 class FileChanged(_Observed):
     type: Literal["file.changed"] = "file.changed"
     path: str
@@ -240,6 +261,8 @@ SessionEvent = Annotated[
     | ToolCalled
     | ToolCompleted
     | ToolFailed
+    | ApprovalRequested
+    | ApprovalResolved
     | FileChanged
     | CommandStarted
     | CommandCompleted

@@ -10,6 +10,8 @@ GET      /v1/sessions/{name}                 one session
 DELETE   /v1/sessions/{name}[?reason=]       release
 POST     /v1/sessions/{name}/messages        send (text, mode, from, id, idempotency_key,
                                              wait, timeout)
+GET      /v1/sessions/{name}/approvals       pending tool approvals
+POST     /v1/sessions/{name}/approvals/{id}  answer one (body: decision allow|deny)
 GET      /v1/sessions/{name}/screen          the PTY screen
 GET      /v1/sessions/{name}/logs[?bytes=N]  raw scrollback / stderr tail
 GET      /v1/events[?since=&session=&follow] events as JSON lines (follow: stream)
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -54,6 +56,11 @@ class AttachBody(BaseModel):
     name: str
     pid: int = Field(gt=0)
     harness: str = "process"
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["allow", "deny"]
 
 
 class SendBody(BaseModel):
@@ -172,6 +179,16 @@ def create_app(supervisor: Supervisor, port: DeliveryPort, token: str) -> ASGIAp
             receipt = await port.wait_final(receipt.message_id, body.timeout)
         return JSONResponse({"receipt": receipt.model_dump(mode="json")})
 
+    async def approvals(request: Request) -> Response:
+        session = supervisor.get(request.path_params["name"])
+        return JSONResponse({"pending": session.approvals.pending()})
+
+    async def approve(request: Request) -> Response:
+        session = supervisor.get(request.path_params["name"])
+        body: ApproveBody = await _body(request, ApproveBody)
+        session.approvals.answer(request.path_params["approval"], body.decision)
+        return JSONResponse({"approval_id": request.path_params["approval"], **body.model_dump()})
+
     async def screen(request: Request) -> Response:
         name = request.path_params["name"]
         snapshot = supervisor.get(name).screen()
@@ -220,6 +237,8 @@ def create_app(supervisor: Supervisor, port: DeliveryPort, token: str) -> ASGIAp
         Route("/v1/sessions/{name}", guarded(get_session), methods=["GET"]),
         Route("/v1/sessions/{name}", guarded(release), methods=["DELETE"]),
         Route("/v1/sessions/{name}/messages", guarded(send), methods=["POST"]),
+        Route("/v1/sessions/{name}/approvals", guarded(approvals), methods=["GET"]),
+        Route("/v1/sessions/{name}/approvals/{approval}", guarded(approve), methods=["POST"]),
         Route("/v1/sessions/{name}/screen", guarded(screen)),
         Route("/v1/sessions/{name}/logs", guarded(logs)),
         Route("/v1/events", guarded(events)),

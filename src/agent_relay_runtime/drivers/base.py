@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -59,6 +59,17 @@ class SessionPort(Protocol):
 
     def set_conversation(self, conversation_id: str) -> None:
         """Record the harness's own conversation/session id (for resume)."""
+        ...
+
+    async def request_approval(
+        self,
+        tool: str,
+        tool_input: dict[str, Any],
+        *,
+        reason: str | None = None,
+        call_id: str | None = None,
+    ) -> Literal["allow", "deny"]:
+        """Ask the session's policy (or a person) whether a tool may run."""
         ...
 
     async def wait_state(

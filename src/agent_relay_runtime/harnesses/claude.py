@@ -35,5 +35,5 @@ class ClaudeHarness:
         )
         options = SessionOptions(ready_timeout=spec.ready_timeout or 60.0)
         return await launch_session(
-            ctx, name=spec.name or self.name, driver=driver, session_id=session_id, options=options
+            ctx, spec, driver=driver, session_id=session_id, options=options
         )

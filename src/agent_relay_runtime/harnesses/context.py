@@ -12,12 +12,14 @@ from ..contract import SessionSpec
 from ..drivers.base import Driver
 from ..exceptions import CwdNotFound, ExecutableNotFound
 from ..profiles import ProfileRegistry
+from ..session.approvals import ApprovalPolicy
 from ..session.core import Session, SessionOptions
 from ..transports.process import SESSION_MARKER
 
 __all__ = [
     "LaunchContext",
     "launch_session",
+    "make_state_dir",
     "resolve_cwd",
     "resolve_executable",
     "session_env",
@@ -35,18 +37,44 @@ class LaunchContext:
 
 
 async def launch_session(
-    ctx: LaunchContext, *, name: str, driver: Driver, session_id: str, options: SessionOptions
+    ctx: LaunchContext,
+    spec: SessionSpec,
+    *,
+    driver: Driver,
+    session_id: str,
+    options: SessionOptions,
+    state_dir: Path | None = None,
 ) -> Session:
-    """Wrap ``driver`` in a `Session` and start it; returns once its process is spawned."""
+    """Wrap ``driver`` in a `Session` and start it; returns once its process is spawned.
+
+    ``state_dir`` (from `make_state_dir`) is removed when the session ends, unless the
+    spec asks to keep it.
+    """
+    options.approval_policy = ApprovalPolicy(spec.approvals)
+    options.approval_timeout = spec.approval_timeout
     session = Session(
-        name=name,
+        name=spec.name or driver.harness,
         driver=driver,
         session_id=session_id,
         options=options,
         own_children=ctx.own_children,
     )
-    await ctx.launch(session)
+    if state_dir is not None and not spec.keep_state:
+        session.cleanups.append(lambda: shutil.rmtree(state_dir, ignore_errors=True))
+    try:
+        await ctx.launch(session)
+    except BaseException:
+        if state_dir is not None and not spec.keep_state:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        raise
     return session
+
+
+def make_state_dir(ctx: LaunchContext, spec: SessionSpec, session_id: str) -> Path:
+    """A private directory for one session's files (config it is given, hook settings)."""
+    path = ctx.data_dir / "sessions" / f"{spec.name}-{session_id}"
+    path.mkdir(parents=True, mode=0o700)
+    return path
 
 
 def resolve_cwd(spec: SessionSpec) -> Path:

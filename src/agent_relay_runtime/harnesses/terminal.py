@@ -42,7 +42,6 @@ async def create_terminal_session(
     harness: str, profile: Profile, spec: SessionSpec, ctx: LaunchContext
 ) -> Session:
     """Build and launch a PTY session for ``profile``; returns once it is spawned."""
-    name = spec.name or harness
     session_id = new_id("ses")
     env = session_env(session_id, {"TERM": "xterm-256color"}, profile.command.env, spec.env)
     executable = spec.command or profile.resolve_executable()
@@ -64,6 +63,4 @@ async def create_terminal_session(
         ready_timeout=spec.ready_timeout or profile.ready.timeout,
         stall_timeout=profile.busy.stall_timeout,
     )
-    return await launch_session(
-        ctx, name=name, driver=driver, session_id=session_id, options=options
-    )
+    return await launch_session(ctx, spec, driver=driver, session_id=session_id, options=options)

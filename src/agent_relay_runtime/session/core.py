@@ -57,6 +57,7 @@ from ..transports.process import (
     exit_reason,
     marked_processes,
 )
+from .approvals import ApprovalPolicy, Approvals, Decision
 from .delivery import DeliveryQueue
 from .state import StateMachine
 
@@ -74,6 +75,8 @@ class SessionOptions:
     stall_timeout: float = 600.0
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     queue_limit: int = 1000
+    approval_policy: ApprovalPolicy = ApprovalPolicy.ASK
+    approval_timeout: float = 600.0
 
 
 class Session:
@@ -106,6 +109,13 @@ class Session:
             on_receipt=self._on_receipt,
             maxlen=self.options.queue_limit,
         )
+        self.approvals = Approvals(
+            policy=self.options.approval_policy,
+            timeout=self.options.approval_timeout,
+            emit=self.emit,
+            waiting=self._approval_waiting,
+        )
+        self.cleanups: list[Callable[[], None]] = []
         self._own_children = own_children if own_children is not None else set()
         self._started_at = monotonic()
         self._last_activity = monotonic()
@@ -231,6 +241,22 @@ class Session:
     def set_conversation(self, conversation_id: str) -> None:
         self._identity.conversation_id = conversation_id
 
+    async def request_approval(
+        self,
+        tool: str,
+        tool_input: dict[str, Any],
+        *,
+        reason: str | None = None,
+        call_id: str | None = None,
+    ) -> Decision:
+        return await self.approvals.request(tool, tool_input, reason=reason, call_id=call_id)
+
+    def _approval_waiting(self, reason: str | None) -> None:
+        if reason is not None:
+            self._machine.set(S.BLOCKED, reason, SignalSource.RUNTIME)
+        elif self._machine.state == S.BLOCKED:
+            self._machine.set(S.BUSY, "approval answered", SignalSource.RUNTIME)
+
     async def wait_state(
         self, predicate: Callable[[SessionState], bool], timeout: float | None
     ) -> SessionState:
@@ -348,6 +374,11 @@ class Session:
             self._machine.set(S.EXITED, reason, SignalSource.PROCESS)
             self.log.info("session_exited", reason=reason)
         self.emit(SessionExited, exit=info)
+        for cleanup in self.cleanups:
+            try:
+                cleanup()
+            except Exception:
+                self.log.exception("session_cleanup_failed")
         self._done.set()
 
     async def fail(self, reason: str) -> None:
