@@ -28,6 +28,7 @@ from .events import SessionEvent
 from .exceptions import NameInUse, SessionNotFound, SessionStartFailed
 from .harnesses import HarnessRegistry, LaunchContext
 from .logs import get_logger
+from .observe.callbacks import CallbackHandler, CallbackServer
 from .profiles import ProfileRegistry, default_profile_dirs
 from .session.core import Session
 from .transports.process import enable_subreaper
@@ -63,10 +64,12 @@ class Supervisor:
         self._subscribers: list[Callable[[SessionEvent], None]] = []
         self._own_children: set[int] = set()
         self._tg: TaskGroup | None = None
+        self.callbacks = CallbackServer()
         self._ctx = LaunchContext(
             data_dir=data_dir,
             profiles=self.harnesses.profiles,
             launch=self._launch,
+            callback=self._callback,
             own_children=self._own_children,
         )
 
@@ -91,6 +94,7 @@ class Supervisor:
         assert self._tg is not None
         with anyio.CancelScope(shield=True):
             await self.shutdown()
+        self.callbacks.close()
         self._tg.cancel_scope.cancel()
         with collapse_single():
             return await self._tg.__aexit__(exc_type, exc, tb)
@@ -175,6 +179,10 @@ class Supervisor:
         return await self.get(target).receive_message(message, ctx)
 
     # -- internals -----------------------------------------------------------------------------
+
+    async def _callback(self, handler: CallbackHandler) -> tuple[str, Callable[[], None]]:
+        assert self._tg is not None, "supervisor not entered"
+        return await self.callbacks.register(self._tg, handler)
 
     def _auto_name(self, harness: str) -> str:
         taken = {s.name for s in self.sessions()} | self._reserved

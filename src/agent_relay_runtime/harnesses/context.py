@@ -11,6 +11,7 @@ from pathlib import Path
 from ..contract import SessionSpec
 from ..drivers.base import Driver
 from ..exceptions import CwdNotFound, ExecutableNotFound
+from ..observe.callbacks import CallbackHandler
 from ..profiles import ProfileRegistry
 from ..session.approvals import ApprovalPolicy
 from ..session.core import Session, SessionOptions
@@ -26,13 +27,20 @@ __all__ = [
 ]
 
 
+Callback = Callable[[CallbackHandler], Awaitable[tuple[str, Callable[[], None]]]]
+
+
 @dataclass
 class LaunchContext:
-    """Implements `HarnessContext`: where sessions start and what they may use."""
+    """Implements `HarnessContext`: where sessions start and what they may use.
+
+    ``callback`` gives a driver a loopback URL that calls its handler (for hooks).
+    """
 
     data_dir: Path
     profiles: ProfileRegistry
     launch: Callable[[Session], Awaitable[None]]
+    callback: Callback
     own_children: set[int] = field(default_factory=set)
 
 
