@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# Every process this test run starts inherits this, so that the leak check below never
+# counts (or kills) the sessions of another test run on the same machine.
+RUN_MARKER = "AGENT_RELAY_TEST_RUN"
+os.environ[RUN_MARKER] = uuid.uuid4().hex
+
+
 def marked_pids() -> set[int]:
     found = set()
     for proc in psutil.process_iter():
         try:
-            if SESSION_MARKER in proc.environ() and alive(proc):
-                found.add(proc.pid)
+            env = proc.environ()
+            if SESSION_MARKER in env and env.get(RUN_MARKER) == os.environ[RUN_MARKER]:
+                if alive(proc):
+                    found.add(proc.pid)
         except psutil.Error:
             continue
     return found

@@ -168,3 +168,52 @@ async def test_resume_keeps_the_given_conversation(supervisor: Supervisor) -> No
     await send(supervisor, "claude", "hello")
     await session.wait_state(lambda s: s == "idle", 10)
     assert session.identity.conversation_id == "abc-123"
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny"])
+async def test_a_policy_answers_tool_approvals(
+    supervisor: Supervisor, recorder: EventRecorder, policy: str
+) -> None:
+    await supervisor.create(claude_spec().model_copy(update={"approvals": policy}))
+    await send(supervisor, "claude", "approve:ls")
+    resolved = await recorder.wait_for("tool.approval.resolved")
+    assert (resolved.decision, resolved.by) == (policy, "policy")
+    requested = recorder.matching("tool.approval.requested")[0]
+    assert requested.tool == "Bash" and requested.input == {"command": "ls"}
+    outcome = "tool.completed" if policy == "allow" else "tool.failed"
+    await recorder.wait_for(outcome)
+    assert "blocked" not in recorder.states("claude")
+
+
+async def test_a_person_answers_when_the_policy_is_ask(
+    supervisor: Supervisor, recorder: EventRecorder
+) -> None:
+    session = await supervisor.create(claude_spec())
+    await send(supervisor, "claude", "approve:rm-it")
+    blocked = await recorder.wait_for("session.blocked")
+    assert blocked.reason.startswith("approval requested for Bash (apr_")
+    [pending] = session.approvals.pending()
+    assert pending["input"] == {"command": "rm-it"}
+    session.approvals.answer(pending["approval_id"], "allow")
+    resolved = await recorder.wait_for("tool.approval.resolved")
+    assert (resolved.decision, resolved.by) == ("allow", "user")
+    await recorder.wait_for("tool.completed")
+    await recorder.wait_for("status.changed", where=lambda e: e.state == "idle")
+    assert recorder.states("claude")[-3:] == ["blocked", "busy", "idle"]
+
+
+async def test_an_unanswered_approval_is_denied_at_its_timeout(
+    supervisor: Supervisor, recorder: EventRecorder
+) -> None:
+    await supervisor.create(claude_spec().model_copy(update={"approval_timeout": 0.5}))
+    await send(supervisor, "claude", "approve:ls")
+    resolved = await recorder.wait_for("tool.approval.resolved")
+    assert (resolved.decision, resolved.by) == ("deny", "timeout")
+    failed = await recorder.wait_for("tool.failed")
+    assert "denied by the agent-relay-runtime policy" in str(failed.error)
+
+
+async def test_yolo_passes_the_bypass_flag_instead_of_asking(supervisor: Supervisor) -> None:
+    session = await supervisor.create(claude_spec().model_copy(update={"yolo": True}))
+    assert "--dangerously-skip-permissions" in session.driver.argv
+    assert "--permission-prompt-tool" not in session.driver.argv

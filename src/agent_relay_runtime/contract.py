@@ -281,6 +281,9 @@ class ExitInfo(BaseModel):
 class SessionSpec(BaseModel):
     """Everything needed to create a session (the control API's create body).
 
+    ``resume`` continues a conversation of the harness's own (a Claude session id, a Codex
+    thread id, an OpenCode session id).
+
     ``isolated`` gives the CLI a config/state dir of its own (seeded so that first-run
     dialogs do not block; removed on release unless ``keep_state``). ``yolo`` passes the
     harness's permission-bypass flag; otherwise tool approvals that arrive through a
@@ -296,6 +299,7 @@ class SessionSpec(BaseModel):
     cwd: Path | None = None
     model: str | None = None
     task: str | None = None
+    resume: str | None = None
     command: str | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)

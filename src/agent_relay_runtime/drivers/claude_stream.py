@@ -110,6 +110,8 @@ class ClaudeStreamDriver(Driver):
         env: dict[str, str],
         model: str | None = None,
         args: list[str] | None = None,
+        resume: str | None = None,
+        yolo: bool = False,
         ack_timeout: float = 30.0,
         interrupt_timeout: float = 10.0,
     ) -> None:
@@ -127,7 +129,16 @@ class ClaudeStreamDriver(Driver):
         ]
         if model:
             argv += ["--model", model]
-        if not any(a.split("=")[0] in ("--resume", "--session-id", "-r") for a in args):
+        if yolo:
+            argv += ["--dangerously-skip-permissions"]
+        else:
+            # Permission prompts come to us as can_use_tool requests (instead of the
+            # headless default, which denies them), and the session's policy answers.
+            argv += ["--permission-prompt-tool", "stdio"]
+        if resume:
+            self.conversation_id = resume
+            argv += ["--resume", resume]
+        elif not any(a.split("=")[0] in ("--resume", "--session-id", "-r") for a in args):
             self.conversation_id = str(uuid.uuid4())
             argv += ["--session-id", self.conversation_id]
         self.argv = argv + args
@@ -259,7 +270,7 @@ class ClaudeStreamDriver(Driver):
             self._on_control_response(msg.get("response") or {})
         elif kind == "control_request":
             assert self._tg is not None
-            self._tg.start_soon(self._refuse_control, msg)
+            self._tg.start_soon(self._answer_control, msg)
         elif kind == "system":
             if msg.get("subtype") == "init":
                 self.conversation_id = msg.get("session_id") or self.conversation_id
@@ -282,20 +293,29 @@ class ClaudeStreamDriver(Driver):
             pending[1].append(response)
             pending[0].set()
 
-    async def _refuse_control(self, msg: dict[str, Any]) -> None:
-        # Permission prompts over stdio are not requested by this driver (see issue on
-        # approvals); answer anything else so the CLI never waits on us.
-        subtype = (msg.get("request") or {}).get("subtype")
-        reply = {
-            "type": "control_response",
-            "response": {
-                "subtype": "error",
-                "request_id": msg.get("request_id"),
-                "error": f"unsupported control request: {subtype}",
-            },
-        }
+    async def _answer_control(self, msg: dict[str, Any]) -> None:
+        request = msg.get("request") or {}
+        subtype = request.get("subtype")
+        response: dict[str, Any] = {"request_id": msg.get("request_id")}
+        if subtype == "can_use_tool":
+            tool_input = request.get("input") or {}
+            decision = await self._require_port().request_approval(
+                str(request.get("tool_name")),
+                tool_input,
+                reason=request.get("decision_reason") or request.get("blocked_path"),
+                call_id=request.get("tool_use_id"),
+            )
+            verdict = (
+                {"behavior": "allow", "updatedInput": tool_input}
+                if decision == "allow"
+                else {"behavior": "deny", "message": "denied by the agent-relay-runtime policy"}
+            )
+            response |= {"subtype": "success", "response": verdict}
+        else:
+            # Anything else is answered too, so that the CLI never waits on us.
+            response |= {"subtype": "error", "error": f"unsupported control request: {subtype}"}
         with contextlib.suppress(TransportClosed):
-            await self._transport.send(reply)
+            await self._transport.send({"type": "control_response", "response": response})
 
     def _turn_output(self, detail: str, *, acknowledges: bool) -> None:
         """Output that belongs to a turn: the turn has started (and, when ``acknowledges``,

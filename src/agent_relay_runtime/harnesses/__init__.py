@@ -11,12 +11,20 @@ from ..exceptions import UnknownHarness
 from ..profiles import ProfileRegistry
 from ..session.core import Session
 from .claude import ClaudeHarness
+from .codex import CodexHarness
 from .context import LaunchContext
 from .terminal import TerminalHarness
 
-__all__ = ["ClaudeHarness", "HarnessRegistry", "LaunchContext", "SessionHarness", "TerminalHarness"]
+__all__ = [
+    "ClaudeHarness",
+    "CodexHarness",
+    "HarnessRegistry",
+    "LaunchContext",
+    "SessionHarness",
+    "TerminalHarness",
+]
 
-SessionHarness = ClaudeHarness | TerminalHarness
+SessionHarness = ClaudeHarness | CodexHarness | TerminalHarness
 
 
 class HarnessRegistry:
@@ -24,7 +32,7 @@ class HarnessRegistry:
 
     def __init__(self, profiles: ProfileRegistry) -> None:
         self.profiles = profiles
-        self._code: dict[str, SessionHarness] = {"claude": ClaudeHarness()}
+        self._code: dict[str, SessionHarness] = {"claude": ClaudeHarness(), "codex": CodexHarness()}
 
     def names(self) -> list[str]:
         return sorted(set(self._code) | set(self.profiles.names()))
