@@ -46,9 +46,9 @@ def marked_pids() -> set[int]:
     for proc in psutil.process_iter():
         try:
             env = proc.environ()
-            if SESSION_MARKER in env and env.get(RUN_MARKER) == os.environ[RUN_MARKER]:
-                if alive(proc):
-                    found.add(proc.pid)
+            ours = env.get(RUN_MARKER) == os.environ[RUN_MARKER]
+            if SESSION_MARKER in env and ours and alive(proc):
+                found.add(proc.pid)
         except psutil.Error:
             continue
     return found
