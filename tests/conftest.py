@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAKES = ROOT / "fixtures" / "fake_agents"
 FAKE_TUI = FAKES / "fake_tui.py"
 FAKE_CLAUDE = FAKES / "fake_claude_stream.py"
+FAKE_CODEX = FAKES / "fake_codex.py"
 
 
 @pytest.fixture
@@ -104,6 +105,12 @@ def tui_spec(name: str = "tui", **script: Any) -> SessionSpec:
 def claude_spec(name: str = "claude", **script: Any) -> SessionSpec:
     return SessionSpec(
         harness="claude", name=name, command=str(FAKE_CLAUDE), env=script_env(**script)
+    )
+
+
+def codex_spec(name: str = "codex", **script: Any) -> SessionSpec:
+    return SessionSpec(
+        harness="codex", name=name, command=str(FAKE_CODEX), env=script_env(**script)
     )
 
 
