@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--task", help="first message, delivered once ready")
     p.add_argument("--command", help="executable to run instead of the harness's own")
+    p.add_argument("--resume", metavar="ID", help="continue the harness's conversation ID")
+    p.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="attach to a running server (opencode serve); password from $OPENCODE_SERVER_PASSWORD",
+    )
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--idle-after", type=float, metavar="SECONDS", help="quiet window for idle")
     p.add_argument("--ready-timeout", type=float, metavar="SECONDS")
@@ -184,6 +190,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         "cwd": str(Path(args.cwd).absolute() if args.cwd else Path.cwd()),
         "model": args.model,
         "task": args.task,
+        "resume": args.resume,
+        "endpoint": args.endpoint,
+        "password": os.environ.get("OPENCODE_SERVER_PASSWORD") if args.endpoint else None,
         "command": command,
         "args": args.agent_args,
         "env": _env_pairs(args.env),

@@ -282,7 +282,8 @@ class SessionSpec(BaseModel):
     """Everything needed to create a session (the control API's create body).
 
     ``resume`` continues a conversation of the harness's own (a Claude session id, a Codex
-    thread id, an OpenCode session id).
+    thread id, an OpenCode session id). ``endpoint`` (with ``password``) attaches to a
+    server that already runs (``opencode serve``) instead of starting one.
 
     ``isolated`` gives the CLI a config/state dir of its own (seeded so that first-run
     dialogs do not block; removed on release unless ``keep_state``). ``yolo`` passes the
@@ -300,6 +301,8 @@ class SessionSpec(BaseModel):
     model: str | None = None
     task: str | None = None
     resume: str | None = None
+    endpoint: str | None = None
+    password: str | None = Field(default=None, repr=False)
     command: str | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)

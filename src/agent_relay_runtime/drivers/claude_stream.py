@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import uuid
-from collections import deque
 from pathlib import Path
 from time import monotonic
 from typing import Any
@@ -151,7 +150,10 @@ class ClaudeStreamDriver(Driver):
         self._tg: TaskGroup | None = None
         self._ids = itertools.count(1)
         self._requests: dict[str, tuple[anyio.Event, list[dict[str, Any]]]] = {}
-        self._acks: deque[_Ack] = deque()
+        # Lines written and not yet acknowledged, by the uuid they carry (Claude replays a
+        # line with the uuid it was sent with).
+        self._acks: dict[str, _Ack] = {}
+        self._usage = dict.fromkeys(("input", "output", "read", "write"), 0)
         self._tools: dict[str, tuple[str, dict[str, Any]]] = {}
         self._turn = 0
         self._turn_started = 0.0
@@ -205,26 +207,26 @@ class ClaudeStreamDriver(Driver):
         port = self._require_port()
         if mode == DeliveryMode.STEER and port.state == SessionState.BUSY:
             await self._interrupt()
-        ack = _Ack()
-        self._acks.append(ack)
+        ack, line_id = _Ack(), str(uuid.uuid4())
+        self._acks[line_id] = ack
         line = {
             "type": "user",
             "message": {"role": "user", "content": message.render()},
             "parent_tool_use_id": None,
             "session_id": self.conversation_id or "default",
+            "uuid": line_id,
         }
         try:
             await self._transport.send(line)
+            with anyio.move_on_after(self.ack_timeout):
+                await ack.event.wait()
         except TransportClosed as exc:
-            self._acks.remove(ack)
             raise DeliveryFailed(
                 f"claude's stdin is closed: {exc.message}", retryable=False
             ) from exc
-        with anyio.move_on_after(self.ack_timeout):
-            await ack.event.wait()
+        finally:
+            self._acks.pop(line_id, None)
         if not ack.event.is_set():
-            if ack in self._acks:
-                self._acks.remove(ack)
             raise DeliveryFailed(
                 f"claude did not acknowledge the message within {self.ack_timeout:g}s",
                 retryable=False,
@@ -276,7 +278,7 @@ class ClaudeStreamDriver(Driver):
                 self.conversation_id = msg.get("session_id") or self.conversation_id
                 if self.conversation_id:
                     port.set_conversation(self.conversation_id)
-                self._turn_output("turn started (init)", acknowledges=True)
+                self._turn_output("system/init", acknowledges=True)
         elif kind == "user":
             self._on_user(msg)
         elif kind == "assistant":
@@ -321,9 +323,11 @@ class ClaudeStreamDriver(Driver):
         """Output that belongs to a turn: the turn has started (and, when ``acknowledges``,
         the oldest unacknowledged line was taken)."""
         port = self._require_port()
-        if acknowledges and self._acks:
-            # Without a replay, the first output of a turn acknowledges the oldest line.
-            self._acks.popleft().resolve(f"claude started a turn ({detail})")
+        pending = next((a for a in self._acks.values() if not a.event.is_set()), None)
+        if acknowledges and pending is not None:
+            # The replay comes only with the turn's first reply; its first output already
+            # shows that the oldest waiting line was taken.
+            pending.resolve(f"claude started the turn ({detail})")
         if port.state != SessionState.BUSY:
             self._turn += 1
             self._turn_started = monotonic()
@@ -334,8 +338,9 @@ class ClaudeStreamDriver(Driver):
         port = self._require_port()
         content = (msg.get("message") or {}).get("content")
         if msg.get("isReplay"):
-            if self._acks:
-                self._acks.popleft().resolve("claude replayed the user message")
+            ack = self._acks.get(str(msg.get("uuid")))
+            if ack is not None:
+                ack.resolve("claude replayed the user message")
             self._turn_output("user message taken", acknowledges=False)
             text = content if isinstance(content, str) else _texts(content)
             port.emit(TranscriptChunk, role="user", text=text)
@@ -399,13 +404,18 @@ class ClaudeStreamDriver(Driver):
             duration_ms=float(duration) if isinstance(duration, int | float) else None,
             detail=None if subtype == "success" else subtype,
         )
-        usage = msg.get("usage") or {}
+        # A result's usage is the turn's; usage.updated reports the session's totals.
+        usage, totals = msg.get("usage") or {}, self._usage
+        totals["input"] += int(usage.get("input_tokens") or 0)
+        totals["output"] += int(usage.get("output_tokens") or 0)
+        totals["read"] += int(usage.get("cache_read_input_tokens") or 0)
+        totals["write"] += int(usage.get("cache_creation_input_tokens") or 0)
         port.emit(
             UsageUpdated,
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
-            cache_read_tokens=int(usage.get("cache_read_input_tokens") or 0),
-            cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+            input_tokens=totals["input"],
+            output_tokens=totals["output"],
+            cache_read_tokens=totals["read"],
+            cache_write_tokens=totals["write"],
             cost_usd=msg.get("total_cost_usd"),
         )
         port.set_state(SessionState.IDLE, f"turn ended ({subtype or 'result'})", P)

@@ -13,6 +13,7 @@ from ..session.core import Session
 from .claude import ClaudeHarness
 from .codex import CodexHarness
 from .context import LaunchContext
+from .opencode import OpenCodeHarness
 from .terminal import TerminalHarness
 
 __all__ = [
@@ -20,11 +21,12 @@ __all__ = [
     "CodexHarness",
     "HarnessRegistry",
     "LaunchContext",
+    "OpenCodeHarness",
     "SessionHarness",
     "TerminalHarness",
 ]
 
-SessionHarness = ClaudeHarness | CodexHarness | TerminalHarness
+SessionHarness = ClaudeHarness | CodexHarness | OpenCodeHarness | TerminalHarness
 
 
 class HarnessRegistry:
@@ -32,7 +34,11 @@ class HarnessRegistry:
 
     def __init__(self, profiles: ProfileRegistry) -> None:
         self.profiles = profiles
-        self._code: dict[str, SessionHarness] = {"claude": ClaudeHarness(), "codex": CodexHarness()}
+        self._code: dict[str, SessionHarness] = {
+            "claude": ClaudeHarness(),
+            "codex": CodexHarness(),
+            "opencode": OpenCodeHarness(),
+        }
 
     def names(self) -> list[str]:
         return sorted(set(self._code) | set(self.profiles.names()))

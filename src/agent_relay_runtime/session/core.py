@@ -346,7 +346,11 @@ class Session:
     async def _escalate(self, *, graceful: bool) -> ExitInfo:
         process = self.driver.process
         if process is None:
-            return ExitInfo(reason="no process")
+            # Nothing of ours runs (an attached server): the goodbye is all there is.
+            if graceful:
+                with anyio.move_on_after(self.options.escalation.graceful_timeout):
+                    await self.driver.graceful_exit()
+            return ExitInfo(graceful=graceful, reason="detached")
         return await escalate(
             process,
             graceful=self.driver.graceful_exit if graceful else None,

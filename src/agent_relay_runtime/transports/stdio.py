@@ -1,8 +1,10 @@
-"""A child process that speaks JSON lines on stdin/stdout (stream-json, app-server, …).
+"""A child process that speaks JSON lines on stdin/stdout (stream-json, app-server, …),
+or a server process whose output is only a log (``opencode serve``).
 
 The child starts in a new session (so in its own process group), stdout is decoded by
-`JsonLinesDecoder`, and stderr is drained into a bounded tail that a failure report can
-quote. Writes are serialized so that two writers never interleave within a line.
+`JsonLinesDecoder` (or, without ``on_message``, kept like stderr), and stderr is drained
+into a bounded tail that a failure report can quote. Writes are serialized so that two
+writers never interleave within a line.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class StdioTransport:
         *,
         cwd: Path,
         env: Mapping[str, str],
-        on_message: Callable[[dict[str, Any]], None],
-        on_error: Callable[[FramingError], None],
+        on_message: Callable[[dict[str, Any]], None] | None,
+        on_error: Callable[[FramingError], None] | None = None,
         max_line: int = DEFAULT_MAX_LINE,
         stderr_limit: int = 64 * 1024,
     ) -> None:
@@ -89,7 +91,7 @@ class StdioTransport:
         self._on_error = on_error
         self._decoder = JsonLinesDecoder(max_line)
         self.stderr = BoundedTail(stderr_limit)
-        self.stdout_bytes = 0
+        self.stdout = BoundedTail(stderr_limit)  # kept only when stdout is not a protocol
         self.handle: ProcessHandle | None = None
         self._process: Process | None = None
         self._write_lock = anyio.Lock()
@@ -142,8 +144,10 @@ class StdioTransport:
                     data = await stream.receive(_READ)
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                     break
-                self.stdout_bytes += len(data)
-                self._dispatch(self._decoder.feed(data))
+                if self._on_message is None:
+                    self.stdout.add(data)
+                else:
+                    self._dispatch(self._decoder.feed(data))
             self._dispatch(self._decoder.finish())
         finally:
             self._stdout_done.set()
@@ -151,8 +155,9 @@ class StdioTransport:
     def _dispatch(self, items: list[dict[str, Any] | FramingError]) -> None:
         for item in items:
             if isinstance(item, FramingError):
-                self._on_error(item)
-            else:
+                if self._on_error is not None:
+                    self._on_error(item)
+            elif self._on_message is not None:
                 self._on_message(item)
 
     async def _pump_stderr(self, stream: ByteReceiveStream) -> None:
