@@ -46,7 +46,9 @@ async def test_a_turn_reports_commands_files_transcript_and_usage(
     changed = recorder.matching("file.changed")[0]
     assert changed.path == str(tmp_path / "out.txt") and changed.change == "created"
     assert (tmp_path / "out.txt").read_text() == "fake\n"
-    tools = [(e.type, e.tool) for e in recorder.matching(where=lambda e: e.type.startswith("tool."))]
+    tools = [
+        (e.type, e.tool) for e in recorder.matching(where=lambda e: e.type.startswith("tool."))
+    ]
     assert tools == [
         ("tool.called", "shell"),
         ("tool.completed", "shell"),
