@@ -342,10 +342,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             report["daemon"] = client.request("GET", "/v1/health")
     except RuntimeErrorBase as exc:
         report["daemon"] = {"status": "not running", "detail": exc.message}
-    lines = [f"{'HARNESS':10} {'INSTALLED':9} VERSION"]
+    lines = [f"{'HARNESS':10} {'INSTALLED':9} {'TESTED':7} VERSION"]
     for cli in report["clis"]:
         version = cli["version"] or cli["error"] or ""
-        lines.append(f"{cli['harness']:10} {'yes' if cli['installed'] else 'no':9} {version}")
+        tested = {True: "yes", False: "no", None: "-"}[cli["tested"]]
+        if cli["tested"] is False:
+            version += f" (tested: {', '.join(cli['tested_versions'])})"
+        installed = "yes" if cli["installed"] else "no"
+        lines.append(f"{cli['harness']:10} {installed:9} {tested:7} {version}")
     lines.append(f"profiles: {', '.join(report['profiles'])}")
     for name, problem in report["profile_problems"].items():
         lines.append(f"profile {name} is broken: {problem}")

@@ -170,10 +170,19 @@ class ProfileRegistry:
         self.dirs = dirs
 
     def files(self, name: str) -> list[Path]:
+        if name.startswith("_"):
+            return []
         return [d / f"{name}.toml" for d in self.dirs if (d / f"{name}.toml").is_file()]
 
     def names(self) -> list[str]:
-        found = {p.stem for d in self.dirs if d.is_dir() for p in d.glob("*.toml")}
+        # Files whose names start with "_" are data about harnesses, not profiles.
+        found = {
+            p.stem
+            for d in self.dirs
+            if d.is_dir()
+            for p in d.glob("*.toml")
+            if not p.name.startswith("_")
+        }
         return sorted(found)
 
     def load(self, name: str) -> Profile:
