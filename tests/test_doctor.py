@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_relay_runtime.doctor import diagnose, tested_versions
+from agent_relay_runtime import doctor
 
 
 def fake_cli(directory: Path, name: str, output: str, code: int = 0) -> None:
@@ -21,12 +21,12 @@ def test_doctor_reports_versions_and_whether_they_were_tested(
 ) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    claude_version = tested_versions()["claude"][0]
+    claude_version = doctor.tested_versions()["claude"][0]
     fake_cli(bin_dir, "claude", f"{claude_version} (Claude Code)")
     fake_cli(bin_dir, "codex", "codex-cli 0.1.0")
     fake_cli(bin_dir, "aider", "broken", code=3)
     monkeypatch.setenv("PATH", str(bin_dir))
-    report = {c["harness"]: c for c in diagnose(tmp_path / "data")["clis"]}
+    report = {c["harness"]: c for c in doctor.diagnose(tmp_path / "data")["clis"]}
     assert report["claude"]["installed"] and report["claude"]["tested"] is True
     assert report["codex"]["version"] == "codex-cli 0.1.0" and report["codex"]["tested"] is False
     assert report["aider"]["error"] == "--version exited 3: broken"
