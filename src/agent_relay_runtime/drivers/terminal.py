@@ -279,17 +279,13 @@ class TerminalDriver(Driver):
         self._verifying += 1
         try:
             for attempt in range(1 + inject.enter_retries):
-                busy_before = self._busy_count + self._busy_flashes
-                version_before = self._screen.version
+                mark = self._evidence_mark()
                 await self._transport.write(inject.enter.encode())
                 with anyio.move_on_after(inject.verify_timeout):
-                    while not self._evidence(verify, busy_before, version_before):
+                    while not self._evidence(verify, mark):
                         await self._output.wait()
-                if self._evidence(verify, busy_before, version_before):
-                    detail = f"after Enter #{attempt + 1}"
-                    if verify == "busy":
-                        return Evidence(kind="screen_busy", detail=f"screen turned busy {detail}")
-                    return Evidence(kind="screen_change", detail=f"screen changed {detail}")
+                if self._evidence(verify, mark):
+                    return self._describe(verify, f"after Enter #{attempt + 1}")
         finally:
             self._verifying -= 1
         raise DeliveryFailed(
@@ -299,10 +295,19 @@ class TerminalDriver(Driver):
             retryable=False,
         )
 
-    def _evidence(self, verify: str, busy_before: int, version_before: int) -> bool:
+    def _evidence_mark(self) -> tuple[int, ...]:
+        """Counters that evidence of a submitted message must move past."""
+        return (self._busy_count + self._busy_flashes, self._screen.version)
+
+    def _evidence(self, verify: str, mark: tuple[int, ...]) -> bool:
         if verify == "busy":
-            return self._busy_count + self._busy_flashes > busy_before
-        return self._screen.version > version_before
+            return self._busy_count + self._busy_flashes > mark[0]
+        return self._screen.version > mark[1]
+
+    def _describe(self, verify: str, when: str) -> Evidence:
+        if verify == "busy":
+            return Evidence(kind="screen_busy", detail=f"screen turned busy {when}")
+        return Evidence(kind="screen_change", detail=f"screen changed {when}")
 
     def resize(self, rows: int, cols: int) -> None:
         self._transport.resize(rows, cols)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..contract import SessionMode, SessionSpec, new_id
 from ..drivers.claude_stream import ClaudeStreamDriver
+from ..drivers.claude_tui import ClaudeTuiDriver, hook_settings
+from ..drivers.terminal import TerminalDriver
 from ..session.core import Session, SessionOptions
 from .context import (
     LaunchContext,
@@ -17,7 +20,7 @@ from .context import (
     resolve_executable,
     session_env,
 )
-from .terminal import create_terminal_session
+from .terminal import TerminalLaunch, create_terminal_session
 
 __all__ = ["ClaudeHarness"]
 
@@ -28,15 +31,11 @@ class ClaudeHarness:
 
     async def create(self, spec: SessionSpec, ctx: LaunchContext) -> Session:
         if spec.mode == SessionMode.PTY:
-            return await create_terminal_session(self.name, ctx.profiles.load("claude"), spec, ctx)
+            return await self._create_tui(spec, ctx)
         session_id = new_id("ses")
         cwd = resolve_cwd(spec)
         state_dir = make_state_dir(ctx, spec, session_id) if spec.isolated else None
-        extra_env: dict[str, str] = {}
-        if state_dir is not None:
-            extra_env["CLAUDE_CONFIG_DIR"] = str(seed_config_dir(state_dir, cwd, spec.env))
-        if spec.yolo and os.geteuid() == 0:
-            extra_env["IS_SANDBOX"] = "1"  # as root, Claude refuses to bypass permissions without
+        extra_env = _config_env(spec, cwd, state_dir)
         env = session_env(session_id, extra_env, spec.env)
         driver = ClaudeStreamDriver(
             executable=resolve_executable(spec.command or self.executable, env),
@@ -51,6 +50,41 @@ class ClaudeHarness:
         return await launch_session(
             ctx, spec, driver=driver, session_id=session_id, options=options, state_dir=state_dir
         )
+
+    async def _create_tui(self, spec: SessionSpec, ctx: LaunchContext) -> Session:
+        """The TUI in a PTY, its hooks reporting to a callback URL of the runtime."""
+        launch = TerminalLaunch()
+        cwd = resolve_cwd(spec)
+        launch.state_dir = make_state_dir(ctx, spec, launch.session_id)
+        settings = launch.state_dir / "hooks-settings.json"
+        launch.env = _config_env(spec, cwd, launch.state_dir if spec.isolated else None)
+        launch.args = ["--settings", str(settings)]
+        if spec.yolo:
+            launch.args.append("--dangerously-skip-permissions")
+        if spec.resume:
+            launch.args += ["--resume", spec.resume]
+        launch.driver = lambda **kw: ClaudeTuiDriver(**kw)
+
+        async def prepare(driver: TerminalDriver) -> list[Callable[[], None]]:
+            assert isinstance(driver, ClaudeTuiDriver)
+            url, unregister = await ctx.callback(driver.on_hook)
+            settings.write_text(json.dumps(hook_settings(url, spec.approval_timeout), indent=2))
+            return [unregister]
+
+        launch.prepare = prepare
+        return await create_terminal_session(
+            self.name, ctx.profiles.load("claude"), spec, ctx, launch
+        )
+
+
+def _config_env(spec: SessionSpec, cwd: Path, state_dir: Path | None) -> dict[str, str]:
+    """Env for an isolated config dir, and for the root check of the bypass flag."""
+    env: dict[str, str] = {}
+    if state_dir is not None:
+        env["CLAUDE_CONFIG_DIR"] = str(seed_config_dir(state_dir, cwd, spec.env))
+    if spec.yolo and os.geteuid() == 0:
+        env["IS_SANDBOX"] = "1"  # as root, Claude refuses to bypass permissions without it
+    return env
 
 
 def seed_config_dir(state_dir: Path, cwd: Path, env: dict[str, str]) -> Path:

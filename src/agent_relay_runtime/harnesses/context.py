@@ -52,6 +52,7 @@ async def launch_session(
     session_id: str,
     options: SessionOptions,
     state_dir: Path | None = None,
+    cleanups: list[Callable[[], None]] | None = None,
 ) -> Session:
     """Wrap ``driver`` in a `Session` and start it; returns once its process is spawned.
 
@@ -67,13 +68,14 @@ async def launch_session(
         options=options,
         own_children=ctx.own_children,
     )
+    session.cleanups += cleanups or []
     if state_dir is not None and not spec.keep_state:
         session.cleanups.append(lambda: shutil.rmtree(state_dir, ignore_errors=True))
     try:
         await ctx.launch(session)
     except BaseException:
-        if state_dir is not None and not spec.keep_state:
-            shutil.rmtree(state_dir, ignore_errors=True)
+        for cleanup in session.cleanups:
+            cleanup()
         raise
     return session
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from ..contract import SessionMode, SessionSpec, new_id
 from ..drivers.terminal import TerminalDriver
 from ..exceptions import ConfigError
@@ -15,7 +19,7 @@ from .context import (
     session_env,
 )
 
-__all__ = ["TerminalHarness", "create_terminal_session"]
+__all__ = ["TerminalHarness", "TerminalLaunch", "create_terminal_session"]
 
 
 class TerminalHarness:
@@ -38,12 +42,35 @@ def _model_args(profile: Profile, model: str | None) -> list[str]:
     return [arg.replace("{model}", model) for arg in profile.command.model_args]
 
 
+@dataclass
+class TerminalLaunch:
+    """What a harness adds to a plain profile launch (Claude's TUI: hooks, config)."""
+
+    session_id: str = field(default_factory=lambda: new_id("ses"))
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    state_dir: Path | None = None
+    driver: Callable[..., TerminalDriver] | None = None
+    # Called with the driver before it starts; returns cleanups for the session's end.
+    prepare: Callable[[TerminalDriver], Awaitable[list[Callable[[], None]]]] | None = None
+
+
 async def create_terminal_session(
-    harness: str, profile: Profile, spec: SessionSpec, ctx: LaunchContext
+    harness: str,
+    profile: Profile,
+    spec: SessionSpec,
+    ctx: LaunchContext,
+    launch: TerminalLaunch | None = None,
 ) -> Session:
     """Build and launch a PTY session for ``profile``; returns once it is spawned."""
-    session_id = new_id("ses")
-    env = session_env(session_id, {"TERM": "xterm-256color"}, profile.command.env, spec.env)
+    launch = launch or TerminalLaunch()
+    env = session_env(
+        launch.session_id,
+        {"TERM": "xterm-256color"},
+        profile.command.env,
+        launch.env,
+        spec.env,
+    )
     executable = spec.command or profile.resolve_executable()
     if not executable:
         raise ConfigError(f"harness {harness!r} needs an executable: pass --command EXECUTABLE")
@@ -51,16 +78,28 @@ async def create_terminal_session(
         resolve_executable(executable, env),
         *profile.command.args,
         *_model_args(profile, spec.model),
+        *launch.args,
         *spec.args,
     ]
     if spec.idle_after is not None:
         idle = profile.idle.model_copy(update={"quiet": spec.idle_after})
         profile = profile.model_copy(update={"idle": idle})
-    driver = TerminalDriver(
-        harness=harness, profile=profile, argv=argv, cwd=resolve_cwd(spec), env=env
-    )
+    cwd = resolve_cwd(spec)
+    if launch.driver is not None:
+        driver = launch.driver(profile=profile, argv=argv, cwd=cwd, env=env)
+    else:
+        driver = TerminalDriver(harness=harness, profile=profile, argv=argv, cwd=cwd, env=env)
+    cleanups = await launch.prepare(driver) if launch.prepare else []
     options = SessionOptions(
         ready_timeout=spec.ready_timeout or profile.ready.timeout,
         stall_timeout=profile.busy.stall_timeout,
     )
-    return await launch_session(ctx, spec, driver=driver, session_id=session_id, options=options)
+    return await launch_session(
+        ctx,
+        spec,
+        driver=driver,
+        session_id=launch.session_id,
+        options=options,
+        state_dir=launch.state_dir,
+        cleanups=cleanups,
+    )

@@ -1,0 +1,70 @@
+"""PTY modes against the real CLIs: the TUI on a terminal, with each harness's side
+channel making delivery, idle and tool events exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from agent_relay_runtime.contract import RelayMessage, SessionSpec
+from agent_relay_runtime.supervisor import Supervisor
+from agent_relay_runtime.testing import EventRecorder
+from agent_relay_runtime.transports.process import descendants
+
+from .conftest import claude_env, cli_path
+from .test_headless import write_turn
+
+pytestmark = [pytest.mark.anyio, pytest.mark.realcli]
+
+
+def pty_spec(harness: str, url: str, work: Path) -> SessionSpec:
+    common: dict[str, Any] = {
+        "harness": harness,
+        "name": f"{harness}-tui",
+        "mode": "pty",
+        "cwd": work,
+        "isolated": True,
+        "approvals": "allow",
+    }
+    return SessionSpec(**common, command=cli_path("claude"), env=claude_env(url))
+
+
+@pytest.mark.parametrize("harness", ["claude"])
+async def test_a_real_tui_session_end_to_end(
+    harness: str, supervisor: Supervisor, recorder: EventRecorder, model_server: Any, work: Path
+) -> None:
+    target = work / "a.txt"
+    model_server.add_turns(write_turn(harness, target), {"text": "The file is written."})
+    model_server.add_turns({"text": "Second answer."})
+    spec = pty_spec(harness, model_server.url, work)
+    session = await supervisor.create(spec)
+    assert session.state == "ready" and session.capabilities.idle_signal == "hook"
+
+    first = RelayMessage(text="Please write a.txt")
+    await session.receive_message(first)
+    got = await recorder.wait_for(
+        "delivery.delivered", where=lambda e: e.receipt.message_id == first.id, timeout=90
+    )
+    assert got.receipt.evidence.kind == "hook"
+    await recorder.wait_for("turn.completed", timeout=90)
+    assistant = [e.text for e in recorder.matching("transcript.chunk") if e.role == "assistant"]
+    assert assistant == ["Writing the file.", "The file is written."]
+    assert [Path(e.path) for e in recorder.matching("file.changed")] == [target]
+    assert target.read_text() == "hello\n"
+    assert [e.state for e in recorder.matching("status.changed")][-1] == "idle"
+
+    mark = recorder.mark()
+    second = RelayMessage(text="And now?")
+    await session.receive_message(second)
+    await recorder.wait_for("turn.completed", after=mark, timeout=90)
+    texts = [e.text for e in recorder.matching("transcript.chunk", after=mark)]
+    assert texts == ["And now?", "Second answer."]
+
+    tree = [session.identity.pid, *(p.pid for p in descendants(session.identity.pid or 0))]
+    info = await supervisor.release(spec.name or "")
+    assert not info.survivors
+    for pid in tree:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
