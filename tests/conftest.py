@@ -29,6 +29,7 @@ FAKES = ROOT / "fixtures" / "fake_agents"
 FAKE_TUI = FAKES / "fake_tui.py"
 FAKE_CLAUDE = FAKES / "fake_claude_stream.py"
 FAKE_CODEX = FAKES / "fake_codex.py"
+FAKE_OPENCODE = FAKES / "fake_opencode.py"
 
 
 @pytest.fixture
@@ -111,6 +112,12 @@ def claude_spec(name: str = "claude", **script: Any) -> SessionSpec:
 def codex_spec(name: str = "codex", **script: Any) -> SessionSpec:
     return SessionSpec(
         harness="codex", name=name, command=str(FAKE_CODEX), env=script_env(**script)
+    )
+
+
+def opencode_spec(name: str = "opencode", **script: Any) -> SessionSpec:
+    return SessionSpec(
+        harness="opencode", name=name, command=str(FAKE_OPENCODE), env=script_env(**script)
     )
 
 

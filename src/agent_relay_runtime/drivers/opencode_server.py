@@ -23,7 +23,7 @@ import secrets
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
@@ -143,6 +143,7 @@ class OpenCodeServerDriver(Driver):
         self._parts: dict[str, str] = {}  # part id -> the last state reported
         self._usage = {"input": 0, "output": 0, "read": 0, "write": 0, "cost": 0.0}
         self._turn = 0
+        self._outcome: Literal["completed", "interrupted", "failed"] = "completed"
         self._lost_reason: str | None = None
         self._log = get_logger(harness=self.harness)
 
@@ -236,6 +237,7 @@ class OpenCodeServerDriver(Driver):
             self._detached.set()
 
     async def _abort(self) -> None:
+        self._outcome = "interrupted"
         try:
             await self._http.post(f"/session/{self.session_id}/abort", timeout=5.0)
         except httpx.HTTPError as exc:
@@ -325,12 +327,12 @@ class OpenCodeServerDriver(Driver):
             if status == "busy":
                 self._busy()
             elif status == "idle":
-                self._idle("completed")
+                self._idle()
             elif status == "retry":
                 text = f"opencode is retrying: {(props.get('status') or {}).get('message')}"
                 port.emit(TranscriptChunk, role="system", text=text)
         elif kind == "session.idle":
-            self._idle("completed")
+            self._idle()
         elif kind == "message.updated":
             info = props.get("info") or {}
             self._roles[str(info.get("id"))] = str(info.get("role", "assistant"))
@@ -342,7 +344,9 @@ class OpenCodeServerDriver(Driver):
         elif kind == "session.error":
             error = props.get("error") or {}
             message = (error.get("data") or {}).get("message") or error.get("name") or error
-            port.emit(TranscriptChunk, role="system", text=f"opencode error: {message}")
+            if error.get("name") != "MessageAbortedError":
+                self._outcome = "failed"
+                port.emit(TranscriptChunk, role="system", text=f"opencode error: {message}")
 
     def _busy(self) -> None:
         port = self._require_port()
@@ -350,11 +354,12 @@ class OpenCodeServerDriver(Driver):
             self._turn += 1
             port.emit(TurnStarted, turn=self._turn)
 
-    def _idle(self, outcome: str) -> None:
+    def _idle(self) -> None:
         port = self._require_port()
         was_busy = port.state == S.BUSY
         if port.set_state(S.IDLE, "session idle", P) and was_busy:
-            port.emit(TurnCompleted, turn=self._turn, outcome=outcome)
+            port.emit(TurnCompleted, turn=self._turn, outcome=self._outcome)
+        self._outcome = "completed"
 
     def _on_part(self, part: dict[str, Any]) -> None:
         """Report a part once per state, whether it comes live or from a reconciliation."""
@@ -451,7 +456,7 @@ class OpenCodeServerDriver(Driver):
         if busy:
             self._busy()
         elif port.state == S.BUSY:
-            self._idle("completed")
+            self._idle()
 
     def _require_port(self) -> SessionPort:
         assert self._port is not None, "driver not running"
