@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,7 @@ class CodexAppServerDriver(Driver):
         self.request_timeout = request_timeout
         self.thread_id: str | None = None
         self._turn_id: str | None = None
+        self._finished: deque[Any] = deque(maxlen=32)
         self._turn = 0
         self._transport = StdioTransport(
             self.argv, cwd=cwd, env=env, on_message=self._on_message, on_error=self._on_error
@@ -186,7 +188,10 @@ class CodexAppServerDriver(Driver):
             )
         result = await self._call("turn/start", {"threadId": self.thread_id, "input": text_input})
         turn = (result or {}).get("turn") or {}
-        self._begin_turn(turn.get("id"))
+        # The reader may have seen the whole (short) turn before this response is handled:
+        # a finished turn must not be opened again.
+        if turn.get("id") not in self._finished:
+            self._begin_turn(turn.get("id"))
         return Evidence(kind="protocol_ack", detail=f"turn/start accepted (turn {turn.get('id')})")
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
@@ -267,6 +272,7 @@ class CodexAppServerDriver(Driver):
             duration_ms=float(duration) if isinstance(duration, int | float) else None,
             detail=str(error.get("message")) if isinstance(error, dict) else None,
         )
+        self._finished.append(turn.get("id"))
         self._turn_id = None
         port.set_state(S.IDLE, f"turn {status}", P)
 
