@@ -80,3 +80,26 @@ def test_a_broken_profile_does_not_break_the_others(tmp_path: Path) -> None:
 def test_an_unknown_harness_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(UnknownHarness, match=r"unknown harness 'nope' .*generic"):
         registry(tmp_path).load("nope")
+
+
+@pytest.mark.parametrize(
+    ("name", "idle_screen", "busy_screen"),
+    [
+        ("aider", "Aider v0.86\nModel: x\n> ", "Aider v0.86\n> fix it\nStreaming the reply…"),
+        ("gemini", "│ > Type your message or @path/to/file │", "⠋ Thinking (esc to cancel, 3s)"),
+        ("goose", "starting session\n( O)> ", "( O)> do it\n◇ working"),
+    ],
+)
+def test_the_unverified_cli_profiles_read_their_documented_screens(
+    tmp_path: Path, name: str, idle_screen: str, busy_screen: str
+) -> None:
+    profile = registry(tmp_path).load(name)
+
+    def region(text: str) -> str:
+        lines = [line for line in text.splitlines() if line.strip()]
+        count = profile.screen.bottom_lines
+        return "\n".join(lines[-count:] if count else lines)
+
+    assert any(m.search(region(idle_screen)) for m in profile.idle.markers)
+    assert not any(m.search(region(busy_screen)) for m in profile.idle.markers)
+    assert profile.fidelity == "inferred"
