@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import anyio
 from anyio.abc import TaskStatus
 
-__all__ = ["CallbackStatus", "Notifier", "collapse_single"]
+__all__ = ["CallbackStatus", "Notifier", "collapse_single", "wait_any"]
 
 
 class Notifier:
@@ -58,3 +58,15 @@ class CallbackStatus(TaskStatus[None]):
 
     def started(self, value: None = None) -> None:
         self._callback()
+
+
+async def wait_any(*events: anyio.Event) -> None:
+    """Return as soon as one of ``events`` is set."""
+
+    async def one(event: anyio.Event, scope: anyio.CancelScope) -> None:
+        await event.wait()
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for event in events:
+            tg.start_soon(one, event, tg.cancel_scope)

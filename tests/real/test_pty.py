@@ -14,7 +14,7 @@ from agent_relay_runtime.supervisor import Supervisor
 from agent_relay_runtime.testing import EventRecorder
 from agent_relay_runtime.transports.process import descendants
 
-from .conftest import claude_env, cli_path
+from .conftest import claude_env, cli_path, codex_args, opencode_env
 from .test_headless import write_turn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.realcli]
@@ -29,10 +29,19 @@ def pty_spec(harness: str, url: str, work: Path) -> SessionSpec:
         "isolated": True,
         "approvals": "allow",
     }
-    return SessionSpec(**common, command=cli_path("claude"), env=claude_env(url))
+    if harness == "claude":
+        return SessionSpec(**common, command=cli_path("claude"), env=claude_env(url))
+    if harness == "codex":
+        return SessionSpec(**common, command=cli_path("codex"), args=codex_args(url),
+                           env={"SCRIPTED_API_KEY": "sk-test"})  # fmt: skip
+    return SessionSpec(**common, command=cli_path("opencode"), env=opencode_env(url))
 
 
-@pytest.mark.parametrize("harness", ["claude"])
+EVIDENCE = {"claude": "hook", "codex": "transcript", "opencode": "protocol_ack"}
+IDLE_SIGNAL = {"claude": "hook", "codex": "transcript", "opencode": "protocol"}
+
+
+@pytest.mark.parametrize("harness", ["claude", "codex", "opencode"])
 async def test_a_real_tui_session_end_to_end(
     harness: str, supervisor: Supervisor, recorder: EventRecorder, model_server: Any, work: Path
 ) -> None:
@@ -41,18 +50,20 @@ async def test_a_real_tui_session_end_to_end(
     model_server.add_turns({"text": "Second answer."})
     spec = pty_spec(harness, model_server.url, work)
     session = await supervisor.create(spec)
-    assert session.state == "ready" and session.capabilities.idle_signal == "hook"
+    assert session.state == "ready"
+    assert session.capabilities.idle_signal == IDLE_SIGNAL[harness]
 
     first = RelayMessage(text="Please write a.txt")
     await session.receive_message(first)
     got = await recorder.wait_for(
         "delivery.delivered", where=lambda e: e.receipt.message_id == first.id, timeout=90
     )
-    assert got.receipt.evidence.kind == "hook"
+    assert got.receipt.evidence.kind == EVIDENCE[harness]
     await recorder.wait_for("turn.completed", timeout=90)
     assistant = [e.text for e in recorder.matching("transcript.chunk") if e.role == "assistant"]
     assert assistant == ["Writing the file.", "The file is written."]
-    assert [Path(e.path) for e in recorder.matching("file.changed")] == [target]
+    changed = recorder.matching("file.changed")
+    assert [Path(e.path).resolve() for e in changed] == [target.resolve()]
     assert target.read_text() == "hello\n"
     assert [e.state for e in recorder.matching("status.changed")][-1] == "idle"
 
@@ -61,7 +72,7 @@ async def test_a_real_tui_session_end_to_end(
     await session.receive_message(second)
     await recorder.wait_for("turn.completed", after=mark, timeout=90)
     texts = [e.text for e in recorder.matching("transcript.chunk", after=mark)]
-    assert texts == ["And now?", "Second answer."]
+    assert texts[0] == "And now?" and texts[-1] == "Second answer."
 
     tree = [session.identity.pid, *(p.pid for p in descendants(session.identity.pid or 0))]
     info = await supervisor.release(spec.name or "")

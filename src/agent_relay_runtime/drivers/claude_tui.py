@@ -96,16 +96,22 @@ class ClaudeTuiDriver(TerminalDriver):
     # -- delivery evidence: the UserPromptSubmit hook -----------------------------------------
 
     def _verify_mode(self, was_busy: bool) -> str:
-        return "hook"
+        # While a turn runs, Claude queues the text and submits it (hook) only when the turn
+        # ends: the queued text showing on screen is the evidence then.
+        return "change" if was_busy else "hook"
 
     def _evidence_mark(self) -> tuple[int, ...]:
         return (self._submits, *super()._evidence_mark())
 
     def _evidence(self, verify: str, mark: tuple[int, ...]) -> bool:
-        return self._submits > mark[0]
+        if verify == "hook":
+            return self._submits > mark[0]
+        return super()._evidence(verify, mark[1:])
 
     def _describe(self, verify: str, when: str) -> Evidence:
-        return Evidence(kind="hook", detail=f"UserPromptSubmit hook {when}")
+        if verify == "hook":
+            return Evidence(kind="hook", detail=f"UserPromptSubmit hook {when}")
+        return super()._describe(verify, when)
 
     # -- hooks ------------------------------------------------------------------------------------
 

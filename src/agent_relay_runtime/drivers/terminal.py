@@ -119,8 +119,12 @@ class TerminalDriver(Driver):
         self._log = self._log.bind(session=port.name)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch)
+            tg.start_soon(self._side_channel)
             await self._transport.run(task_status=task_status)
             tg.cancel_scope.cancel()
+
+    async def _side_channel(self) -> None:
+        """A subclass's own task while the session runs (reading a transcript, say)."""
 
     async def graceful_exit(self) -> None:
         for index, key in enumerate(self.profile.exit.keys):

@@ -3,8 +3,14 @@ with ``endpoint``), or its TUI in a PTY."""
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
+from typing import Any
+
 from ..contract import SessionMode, SessionSpec, new_id
-from ..drivers.opencode_server import OpenCodeServerDriver
+from ..drivers.opencode_server import OpenCodeServerDriver, free_loopback_port
+from ..drivers.opencode_tui import OpenCodeTuiDriver
+from ..drivers.terminal import TerminalDriver
 from ..exceptions import ConfigError
 from ..session.core import Session, SessionOptions
 from .context import (
@@ -15,7 +21,7 @@ from .context import (
     resolve_executable,
     session_env,
 )
-from .terminal import create_terminal_session
+from .terminal import TerminalLaunch, create_terminal_session
 
 __all__ = ["OpenCodeHarness"]
 
@@ -28,18 +34,11 @@ class OpenCodeHarness:
         if spec.mode == SessionMode.PTY:
             if spec.endpoint:
                 raise ConfigError("opencode: --endpoint attaches headless; it has no pty mode")
-            profile = ctx.profiles.load("opencode")
-            return await create_terminal_session(self.name, profile, spec, ctx)
+            return await self._create_tui(spec, ctx)
         session_id = new_id("ses")
-        cwd = resolve_cwd(spec)
         state_dir = make_state_dir(ctx, spec, session_id) if spec.isolated else None
-        extra_env: dict[str, str] = {}
-        if state_dir is not None:
-            for name in ("DATA", "CONFIG", "CACHE", "STATE"):
-                path = state_dir / "opencode" / name.lower()
-                path.mkdir(parents=True)
-                extra_env[f"XDG_{name}_HOME"] = str(path)
-        env = session_env(session_id, extra_env, spec.env)
+        cwd = resolve_cwd(spec)
+        env = session_env(session_id, _xdg_env(state_dir), spec.env)
         if spec.endpoint:
             driver = OpenCodeServerDriver(
                 cwd=cwd,
@@ -62,3 +61,39 @@ class OpenCodeHarness:
         return await launch_session(
             ctx, spec, driver=driver, session_id=session_id, options=options, state_dir=state_dir
         )
+
+    async def _create_tui(self, spec: SessionSpec, ctx: LaunchContext) -> Session:
+        """The TUI in a PTY, hosting its server on a port we choose, read through it."""
+        launch = TerminalLaunch()
+        if spec.isolated:
+            launch.state_dir = make_state_dir(ctx, spec, launch.session_id)
+        port, password = free_loopback_port(), secrets.token_urlsafe(24)
+        launch.env = {
+            **_xdg_env(launch.state_dir),
+            "OPENCODE_SERVER_PASSWORD": password,
+            "OPENCODE_SERVER_USERNAME": "opencode",
+        }
+        launch.args = ["--port", str(port), "--hostname", "127.0.0.1"]
+        if spec.resume:
+            launch.args += ["--session", spec.resume]
+
+        def driver(**kw: Any) -> TerminalDriver:
+            url = f"http://127.0.0.1:{port}"
+            return OpenCodeTuiDriver(**kw, base_url=url, password=password, resume=spec.resume)
+
+        launch.driver = driver
+        return await create_terminal_session(
+            self.name, ctx.profiles.load("opencode"), spec, ctx, launch
+        )
+
+
+def _xdg_env(state_dir: Path | None) -> dict[str, str]:
+    """Separate XDG dirs (OpenCode's config, data, cache and state) for an isolated session."""
+    if state_dir is None:
+        return {}
+    env = {}
+    for name in ("DATA", "CONFIG", "CACHE", "STATE"):
+        path = state_dir / "opencode" / name.lower()
+        path.mkdir(parents=True)
+        env[f"XDG_{name}_HOME"] = str(path)
+    return env
