@@ -147,6 +147,8 @@ def test_headless_claude_and_generic_through_the_cli(daemon: Daemon) -> None:
     sent = daemon.ok("send", "g", "echo me", "--wait")
     assert sent.startswith("delivered") and "screen changed" in sent
     assert "echo me" in daemon.ok("screen", "g")
+    assert daemon.ok("keys", "g", "typed by hand\\r").startswith("sent 14 key(s)")
+    assert "no terminal" in daemon.error("keys", "c", "x")
     assert daemon.ok("release", "g").startswith("released g")
     assert daemon.ok("release", "c").strip() == "released c gracefully"
 

@@ -279,3 +279,18 @@ async def test_session_log_lines_carry_session_and_harness(supervisor: Superviso
     for entry in logs:
         if entry["event"] in ("session_started", "dialog_answered", "session_exited"):
             assert entry["session"] == "logged" and entry["harness"] == "fake-tui"
+
+
+async def test_an_unknown_dialog_at_start_blocks_with_the_screen(
+    supervisor: Supervisor, profiles: ProfileRegistry, recorder: EventRecorder
+) -> None:
+    # The profile knows nothing of the trust dialog: it shows, settles, and the session is
+    # blocked (not ready), with the screen in the event, until the dialog goes away.
+    user_profile(profiles, "fake-tui", "dialogs = []\n[ready]\nunknown_after = 0.5\n")
+    session = await supervisor.create(tui_spec(dialog_on_start=True), wait=False)
+    blocked = await recorder.wait_for("session.blocked")
+    assert blocked.reason.startswith("screen not recognised 0.5s into start-up")
+    assert "Do you trust the files in this folder?" in blocked.screen
+    await session.send_keys(b"y")  # a person answers
+    await session.wait_ready(10)
+    assert recorder.states("tui")[-2:] == ["blocked", "ready"]

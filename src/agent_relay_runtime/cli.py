@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("approval_id")
     p.add_argument("--deny", action="store_true", help="deny instead of allow")
 
+    p = verb("keys", "type raw keys into a PTY session (escapes: \\r Enter, \\x1b Esc)")
+    p.add_argument("name")
+    p.add_argument("keys")
+
     p = verb("screen", "print a PTY session's screen")
     p.add_argument("name")
 
@@ -300,6 +304,16 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    import codecs
+
+    keys = codecs.decode(args.keys, "unicode_escape")
+    with _client(args) as client:
+        data = client.request("POST", f"/v1/sessions/{args.name}/keys", json={"keys": keys})
+    _out(args, data, f"sent {data['sent']} key(s) to {args.name}")
+    return 0
+
+
 def cmd_screen(args: argparse.Namespace) -> int:
     with _client(args) as client:
         data = client.request("GET", f"/v1/sessions/{args.name}/screen")
@@ -368,6 +382,7 @@ VERBS: dict[str, Verb] = {
     "events": cmd_events,
     "approvals": cmd_approvals,
     "approve": cmd_approve,
+    "keys": cmd_keys,
     "screen": cmd_screen,
     "logs": cmd_logs,
     "release": cmd_release,

@@ -49,6 +49,7 @@ class ReadySection(_Section):
     markers: list[re.Pattern[str]] = Field(default_factory=list)
     timeout: float = Field(default=60.0, gt=0)
     settle: float = Field(default=0.1, ge=0)
+    unknown_after: float = Field(default=5.0, gt=0)
 
 
 class IdleSection(_Section):

@@ -12,6 +12,7 @@ POST     /v1/sessions/{name}/messages        send (text, mode, from, id, idempot
                                              wait, timeout)
 GET      /v1/sessions/{name}/approvals       pending tool approvals
 POST     /v1/sessions/{name}/approvals/{id}  answer one (body: decision allow|deny)
+POST     /v1/sessions/{name}/keys            type raw keys into the PTY (body: keys)
 GET      /v1/sessions/{name}/screen          the PTY screen
 GET      /v1/sessions/{name}/logs[?bytes=N]  raw scrollback / stderr tail
 GET      /v1/events[?since=&session=&follow] events as JSON lines (follow: stream)
@@ -56,6 +57,11 @@ class AttachBody(BaseModel):
     name: str
     pid: int = Field(gt=0)
     harness: str = "process"
+
+
+class KeysBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keys: str = Field(min_length=1, max_length=4096)
 
 
 class ApproveBody(BaseModel):
@@ -189,6 +195,12 @@ def create_app(supervisor: Supervisor, port: DeliveryPort, token: str) -> ASGIAp
         session.approvals.answer(request.path_params["approval"], body.decision)
         return JSONResponse({"approval_id": request.path_params["approval"], **body.model_dump()})
 
+    async def keys(request: Request) -> Response:
+        session = supervisor.get(request.path_params["name"])
+        body: KeysBody = await _body(request, KeysBody)
+        await session.send_keys(body.keys.encode())
+        return JSONResponse({"sent": len(body.keys)})
+
     async def screen(request: Request) -> Response:
         name = request.path_params["name"]
         snapshot = supervisor.get(name).screen()
@@ -239,6 +251,7 @@ def create_app(supervisor: Supervisor, port: DeliveryPort, token: str) -> ASGIAp
         Route("/v1/sessions/{name}/messages", guarded(send), methods=["POST"]),
         Route("/v1/sessions/{name}/approvals", guarded(approvals), methods=["GET"]),
         Route("/v1/sessions/{name}/approvals/{approval}", guarded(approve), methods=["POST"]),
+        Route("/v1/sessions/{name}/keys", guarded(keys), methods=["POST"]),
         Route("/v1/sessions/{name}/screen", guarded(screen)),
         Route("/v1/sessions/{name}/logs", guarded(logs)),
         Route("/v1/events", guarded(events)),

@@ -25,6 +25,7 @@ from ..contract import (
     SessionState,
     SignalSource,
 )
+from ..exceptions import InvalidRequest
 from ..observe.screen import ScreenSnapshot
 from ..transports.process import ProcessHandle
 
@@ -115,6 +116,10 @@ class Driver(ABC):
     def screen(self) -> ScreenSnapshot | None:
         """What the terminal shows, for PTY drivers."""
         return None
+
+    async def send_keys(self, keys: bytes) -> None:
+        """Type ``keys`` into the terminal as they are (a person answering a dialog)."""
+        raise InvalidRequest(f"{self.harness} {self.mode.value} sessions have no terminal")
 
     def logs(self) -> bytes:
         """Recent raw output (PTY scrollback, or stderr for protocol drivers)."""

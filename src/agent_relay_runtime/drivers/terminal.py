@@ -99,6 +99,9 @@ class TerminalDriver(Driver):
     def screen(self) -> ScreenSnapshot:
         return self._screen.snapshot()
 
+    async def send_keys(self, keys: bytes) -> None:
+        await self._transport.write(keys)
+
     def logs(self) -> bytes:
         return self._screen.scrollback.bytes()
 
@@ -175,7 +178,27 @@ class TerminalDriver(Driver):
                 if scope.cancelled_caught:
                     await self._act(self._evaluate(quiet=True))
                     last_eval = monotonic()
-                    break
+                    if not await self._settled_unrecognised():
+                        break
+
+    async def _settled_unrecognised(self) -> bool:
+        """At start-up, a screen that settles without the ready marker (a dialog no
+        profile knows) blocks the session, screen and all, until it changes. True when
+        output came in the meantime (look at the screen again)."""
+        port = self._require_port()
+        if port.state != S.STARTING or not self.profile.ready.markers:
+            return False
+        with anyio.move_on_after(self.profile.ready.unknown_after) as scope:
+            await self._output.wait()
+        if not scope.cancelled_caught:
+            return True
+        port.set_state(
+            S.BLOCKED,
+            f"screen not recognised {self.profile.ready.unknown_after:g}s into start-up "
+            "(a dialog the profile does not know?)",
+            SCREEN,
+        )
+        return False
 
     async def _act(self, keys: bytes | None) -> None:
         """Send a dialog's answer, if the evaluation found one to give."""

@@ -270,6 +270,14 @@ class Session:
     def logs(self) -> bytes:
         return self.driver.logs()
 
+    async def send_keys(self, keys: bytes) -> None:
+        """Type raw keys into the session's terminal (not a message: no receipt, no
+        sanitizing; for a person answering what the runtime cannot)."""
+        if not self.state.is_open:
+            raise SessionClosed(f"session {self.name} is {self.state.value}")
+        self.log.info("keys_sent", size=len(keys))
+        await self.driver.send_keys(keys)
+
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary for `ps` and the control API."""
         return {
