@@ -1,7 +1,7 @@
 """The real agent CLIs, offline against the scripted model server (opt-in).
 
-Set ``MODEL_SERVER_REAL_CLIS`` to a directory holding ``claude``, ``codex`` and
-``opencode`` (e.g. ``/tmp/clis/node_modules/.bin``); without it these tests are skipped.
+They use the CLIs installed by ``.ci/install-clis`` (``.agent-clis/``), or the directory in
+``MODEL_SERVER_REAL_CLIS``; without either these tests are skipped.
 Each runs one turn in which the scripted model writes a file with a tool and then answers
 with text. Pinned: Claude Code 2.1.197, Codex 0.169.0, OpenCode 1.18.33.
 """
@@ -26,9 +26,14 @@ import pytest
 from model_server import ScriptedModelServer
 from model_server.offline import claude_env, codex_env, opencode_env
 
-BIN_DIR = os.environ.get("MODEL_SERVER_REAL_CLIS", "")
+_INSTALLED = Path(__file__).resolve().parents[2] / ".agent-clis" / "node_modules" / ".bin"
+BIN_DIR = os.environ.get("MODEL_SERVER_REAL_CLIS") or (
+    str(_INSTALLED) if _INSTALLED.is_dir() else ""
+)
 
-pytestmark = pytest.mark.skipif(not BIN_DIR, reason="MODEL_SERVER_REAL_CLIS is not set")
+pytestmark = pytest.mark.skipif(
+    not BIN_DIR, reason="no real CLIs: run .ci/install-clis or set MODEL_SERVER_REAL_CLIS"
+)
 
 DEADLINE = 90.0
 
