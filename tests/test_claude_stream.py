@@ -217,3 +217,9 @@ async def test_yolo_passes_the_bypass_flag_instead_of_asking(supervisor: Supervi
     session = await supervisor.create(claude_spec().model_copy(update={"yolo": True}))
     assert "--dangerously-skip-permissions" in session.driver.argv
     assert "--permission-prompt-tool" not in session.driver.argv
+
+
+async def test_a_cli_without_a_login_fails_with_what_to_do(supervisor: Supervisor) -> None:
+    with pytest.raises(SessionStartFailed, match=r"claude is not logged in.*ANTHROPIC_API_KEY"):
+        await supervisor.create(claude_spec(logged_in=False))
+    assert supervisor.sessions() == []

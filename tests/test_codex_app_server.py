@@ -142,3 +142,11 @@ async def test_isolated_gets_a_codex_home_that_release_removes(
     assert "check_for_update_on_startup = false" in config and "trust_level" in config
     await supervisor.release("codex")
     assert not homes[0].exists() and session.state == "exited"
+
+
+async def test_a_cli_without_a_login_fails_with_what_to_do(supervisor: Supervisor) -> None:
+    from agent_relay_runtime.exceptions import SessionStartFailed
+
+    with pytest.raises(SessionStartFailed, match=r"codex .*is not logged in: set OPENAI_API_KEY"):
+        await supervisor.create(codex_spec(logged_in=False))
+    assert supervisor.sessions() == []

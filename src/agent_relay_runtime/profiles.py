@@ -76,6 +76,7 @@ class Dialog(_Section):
 class Blocked(_Section):
     pattern: re.Pattern[str]
     reason: str
+    fail: bool = False  # at start-up, fail at once (a login screen: nothing to wait for)
 
 
 class InjectSection(_Section):

@@ -79,3 +79,28 @@ async def test_a_real_tui_session_end_to_end(
     assert not info.survivors
     for pid in tree:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+@pytest.mark.parametrize(
+    ("harness", "advice"),
+    [("claude", "set ANTHROPIC_API_KEY"), ("codex", "set OPENAI_API_KEY")],
+)
+async def test_a_tui_without_a_login_fails_at_once_saying_what_to_do(
+    harness: str,
+    advice: str,
+    supervisor: Supervisor,
+    work: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent_relay_runtime.exceptions import SessionStartFailed
+
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    spec = SessionSpec(
+        harness=harness, name="nologin", mode="pty", cwd=work, isolated=True,
+        command=cli_path(harness), ready_timeout=30,
+        env={"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"} if harness == "claude" else {},
+    )  # fmt: skip
+    with pytest.raises(SessionStartFailed, match=rf"{harness} is not logged in.*{advice}"):
+        await supervisor.create(spec)
+    assert supervisor.sessions() == []

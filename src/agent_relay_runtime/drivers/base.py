@@ -62,6 +62,10 @@ class SessionPort(Protocol):
         """Record the harness's own conversation/session id (for resume)."""
         ...
 
+    async def fail(self, reason: str) -> None:
+        """End the session as failed with ``reason`` (a start that cannot succeed)."""
+        ...
+
     async def request_approval(
         self,
         tool: str,

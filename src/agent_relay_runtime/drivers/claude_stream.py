@@ -193,7 +193,13 @@ class ClaudeStreamDriver(Driver):
         except TransportClosed:
             return
         port = self._require_port()
-        if response.get("subtype") == "success":
+        account = (response.get("response") or {}).get("account") or {}
+        if _not_logged_in(account):
+            await port.fail(
+                "claude is not logged in (it reports no API key and no token): set "
+                "ANTHROPIC_API_KEY, or run `claude` once and log in"
+            )
+        elif response.get("subtype") == "success":
             port.set_state(SessionState.READY, "initialize answered", P)
         else:
             port.set_state(SessionState.READY, f"initialize refused: {response.get('error')}", P)
@@ -423,6 +429,17 @@ class ClaudeStreamDriver(Driver):
     def _require_port(self) -> SessionPort:
         assert self._port is not None, "driver not running"
         return self._port
+
+
+def _not_logged_in(account: dict[str, Any]) -> bool:
+    """Whether ``initialize``'s account shows no credentials for Anthropic's own API (a
+    Bedrock or Vertex provider carries its own, and says so in ``apiProvider``)."""
+    return (
+        bool(account)
+        and account.get("tokenSource") in (None, "none")
+        and not account.get("apiKeySource")
+        and account.get("apiProvider", "firstParty") == "firstParty"
+    )
 
 
 def _texts(content: Any) -> str:

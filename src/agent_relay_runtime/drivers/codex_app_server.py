@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,17 @@ class CodexAppServerDriver(Driver):
         port = self._require_port()
         try:
             client = {"name": "agent-relay-runtime", "title": "Agent Relay", "version": __version__}
-            await self._rpc.request("initialize", {"clientInfo": client}, self.request_timeout)
+            hello = await self._rpc.request(
+                "initialize", {"clientInfo": client}, self.request_timeout
+            )
             await self._rpc.notify("initialized")
+            if await self._needs_login():
+                version = _version_of(str((hello or {}).get("userAgent", "")))
+                await port.fail(
+                    f"codex{version} is not logged in: set OPENAI_API_KEY, run `codex login`, "
+                    "or point it at another provider (-c model_provider=…)"
+                )
+                return
             thread = await self._open_thread()
         except (TransportError, TimeoutError) as exc:
             port.emit(ProtocolError, reason=f"codex app-server handshake failed: {exc}")
@@ -156,6 +166,14 @@ class CodexAppServerDriver(Driver):
         self.thread_id = str(thread["id"])
         port.set_conversation(self.thread_id)
         port.set_state(S.READY, f"thread {self.thread_id} open", P)
+
+    async def _needs_login(self) -> bool:
+        """True when Codex would call OpenAI's API and has no account to do it with."""
+        try:
+            account = await self._rpc.request("account/read", {}, self.request_timeout)
+        except JsonRpcError:
+            return False  # an older server without account/read: let the turn tell
+        return bool(account.get("requiresOpenaiAuth")) and not account.get("account")
 
     async def _open_thread(self) -> dict[str, Any]:
         if self.resume:
@@ -363,6 +381,12 @@ class CodexAppServerDriver(Driver):
     def _require_port(self) -> SessionPort:
         assert self._port is not None, "driver not running"
         return self._port
+
+
+def _version_of(user_agent: str) -> str:
+    """ " 0.169.0" from a user agent such as "name/0.169.0 (Debian…)", else ""."""
+    match = re.search(r"/(\d+\.\d+\.\d+)", user_agent)
+    return f" {match.group(1)}" if match else ""
 
 
 def _decision(method: str, decision: str) -> str:

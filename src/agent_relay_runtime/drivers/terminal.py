@@ -91,6 +91,7 @@ class TerminalDriver(Driver):
         self._busy_count = 0
         self._busy_flashes = 0
         self._answered: dict[int, int] = {}
+        self._fail_reason: str | None = None
 
     @property
     def process(self) -> ProcessHandle | None:
@@ -201,7 +202,12 @@ class TerminalDriver(Driver):
         return False
 
     async def _act(self, keys: bytes | None) -> None:
-        """Send a dialog's answer, if the evaluation found one to give."""
+        """Send a dialog's answer, if the evaluation found one to give (or end a start
+        that cannot succeed)."""
+        if self._fail_reason:
+            reason, self._fail_reason = self._fail_reason, None
+            await self._require_port().fail(reason)
+            return
         if keys:
             with contextlib.suppress(TransportClosed):
                 await self._transport.write(keys)
@@ -222,7 +228,10 @@ class TerminalDriver(Driver):
                 return self._answer(index, dialog) if quiet else None
         for blocked in self.profile.blocked:
             if blocked.pattern.search(full):
-                port.set_state(S.BLOCKED, blocked.reason, SCREEN)
+                if blocked.fail and not self._ready_seen():
+                    self._fail_reason = blocked.reason
+                else:
+                    port.set_state(S.BLOCKED, blocked.reason, SCREEN)
                 return None
         region = self._region() if self.profile.screen.bottom_lines else full
         if port.state == S.STARTING or (port.state == S.BLOCKED and not self._ready_seen()):

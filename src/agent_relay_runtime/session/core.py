@@ -394,16 +394,18 @@ class Session:
         self._done.set()
 
     async def fail(self, reason: str) -> None:
-        """End the session as failed (a start that never became ready, say)."""
-        async with self._release_lock:
-            if self._done.is_set():
-                return
-            self._releasing = True
-            self._machine.set(S.RELEASING, reason, SignalSource.RUNTIME)
-            self._queue.close(f"session {self.name} failed: {reason}")
-            info = await self._escalate(graceful=False)
-            info.reason = reason
-            self._end(info, failed=True, reason=reason)
+        """End the session as failed (a start that never became ready, say). Shielded:
+        the caller may be a task of the driver, which ends with the process."""
+        with anyio.CancelScope(shield=True):
+            async with self._release_lock:
+                if self._done.is_set():
+                    return
+                self._releasing = True
+                self._machine.set(S.RELEASING, reason, SignalSource.RUNTIME)
+                self._queue.close(f"session {self.name} failed: {reason}")
+                info = await self._escalate(graceful=False)
+                info.reason = reason
+                self._end(info, failed=True, reason=reason)
 
     # -- internals ---------------------------------------------------------------------------
 
