@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_relay_runtime import doctor
+from agent_relay_runtime import doctor, versions
 
 
 def fake_cli(directory: Path, name: str, output: str, code: int = 0) -> None:
@@ -21,7 +21,7 @@ def test_doctor_reports_versions_and_whether_they_were_tested(
 ) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    claude_version = doctor.tested_versions()["claude"][0]
+    claude_version = versions.tested_versions()["claude"][0]
     fake_cli(bin_dir, "claude", f"{claude_version} (Claude Code)")
     fake_cli(bin_dir, "codex", "codex-cli 0.1.0")
     fake_cli(bin_dir, "aider", "broken", code=3)

@@ -171,3 +171,22 @@ def _ctx():  # type: ignore[no-untyped-def]
     from agent_relay_runtime.contract import MessageContext
 
     return MessageContext()
+
+
+async def test_a_failed_start_on_an_untested_cli_version_says_so(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    from agent_relay_runtime.exceptions import SessionStartFailed
+
+    old = tmp_path / "claude"
+    old.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--version" ]; then echo "1.0.3 (Claude Code)"; exit 0; fi\n'
+        'echo "error: something broke at start" >&2\nexit 4\n'
+    )
+    old.chmod(0o755)
+    with pytest.raises(SessionStartFailed) as info:
+        await supervisor.create(SessionSpec(harness="claude", name="old", command=str(old)))
+    message = str(info.value)
+    assert "exit code 4" in message and "something broke at start" in message
+    assert "note: claude 1.0.3 is not a version the runtime was tested on" in message

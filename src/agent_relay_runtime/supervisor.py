@@ -33,6 +33,7 @@ from .profiles import ProfileRegistry, default_profile_dirs
 from .session.core import Session
 from .transports.process import enable_subreaper
 from .transports.stdio import use_pidfd_child_watcher
+from .versions import cli_version, untested_note
 
 __all__ = ["Supervisor"]
 
@@ -153,10 +154,21 @@ class Supervisor:
                 await session.release("start failed")
                 detail = session.driver.failure_detail()
                 tail = f"; last output: {detail[-300:]!r}" if detail else ""
-                raise SessionStartFailed(f"{exc.message}{tail}") from None
+                note = await self._version_note(session)
+                raise SessionStartFailed(f"{exc.message}{tail}{note}") from None
         if spec.task:
             await session.receive_message(RelayMessage(text=spec.task))
         return session
+
+    @staticmethod
+    async def _version_note(session: Session) -> str:
+        """When a start fails on a CLI version the runtime was not tested on, say so."""
+        argv = session.driver.argv
+        if not argv:
+            return ""
+        version = await anyio.to_thread.run_sync(cli_version, argv[0])
+        note = untested_note(session.identity.harness, version)
+        return f"; note: {note}" if note else ""
 
     async def attach(self, name: str, pid: int, harness: str = "process") -> Session:
         """Adopt a running process for observation and release."""
