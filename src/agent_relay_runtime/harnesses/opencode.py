@@ -3,6 +3,7 @@ with ``endpoint``), or its TUI in a PTY."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ class OpenCodeHarness:
         session_id = new_id("ses")
         state_dir = make_state_dir(ctx, spec, session_id) if spec.isolated else None
         cwd = resolve_cwd(spec)
-        env = session_env(session_id, _xdg_env(state_dir), spec.env)
+        env = session_env(session_id, _xdg_env(state_dir), _yolo_env(spec), spec.env)
         if spec.endpoint:
             driver = OpenCodeServerDriver(
                 cwd=cwd,
@@ -70,6 +71,7 @@ class OpenCodeHarness:
         port, password = free_loopback_port(), secrets.token_urlsafe(24)
         launch.env = {
             **_xdg_env(launch.state_dir),
+            **_yolo_env(spec),
             "OPENCODE_SERVER_PASSWORD": password,
             "OPENCODE_SERVER_USERNAME": "opencode",
         }
@@ -85,6 +87,14 @@ class OpenCodeHarness:
         return await create_terminal_session(
             self.name, ctx.profiles.load("opencode"), spec, ctx, launch
         )
+
+
+def _yolo_env(spec: SessionSpec) -> dict[str, str]:
+    """--yolo: every permission allowed (OpenCode reads OPENCODE_PERMISSION as inline JSON)."""
+    if not spec.yolo:
+        return {}
+    allow = dict.fromkeys(("edit", "bash", "webfetch", "external_directory"), "allow")
+    return {"OPENCODE_PERMISSION": json.dumps(allow)}
 
 
 def _xdg_env(state_dir: Path | None) -> dict[str, str]:
