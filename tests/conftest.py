@@ -30,6 +30,7 @@ FAKE_TUI = FAKES / "fake_tui.py"
 FAKE_CLAUDE = FAKES / "fake_claude_stream.py"
 FAKE_CODEX = FAKES / "fake_codex.py"
 FAKE_OPENCODE = FAKES / "fake_opencode.py"
+FAKE_OPENCLAW = FAKES / "fake_openclaw.py"
 
 
 @pytest.fixture
@@ -119,6 +120,12 @@ def opencode_spec(name: str = "opencode", **script: Any) -> SessionSpec:
     return SessionSpec(
         harness="opencode", name=name, command=str(FAKE_OPENCODE), env=script_env(**script)
     )
+
+
+def openclaw_spec(name: str = "openclaw", **script: Any) -> SessionSpec:
+    """The fake gateway, reading no user config (the path names no file)."""
+    env = {**script_env(**script), "OPENCLAW_CONFIG_PATH": "/nonexistent/openclaw.json"}
+    return SessionSpec(harness="openclaw", name=name, command=str(FAKE_OPENCLAW), env=env)
 
 
 def read_trace(path: Path) -> list[dict[str, Any]]:

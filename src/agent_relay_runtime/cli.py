@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--endpoint",
         metavar="URL",
-        help="attach to a running server (opencode serve); password from $OPENCODE_SERVER_PASSWORD",
+        help="attach to a running server: opencode serve (password from $OPENCODE_SERVER_PASSWORD) "
+        "or an openclaw gateway (token from $OPENCLAW_GATEWAY_TOKEN)",
     )
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--idle-after", type=float, metavar="SECONDS", help="quiet window for idle")
@@ -183,6 +184,12 @@ def _env_pairs(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+def _endpoint_secret(harness: str) -> str | None:
+    """The secret of a server to attach to, from the variable its own CLI reads."""
+    name = "OPENCLAW_GATEWAY_TOKEN" if harness == "openclaw" else "OPENCODE_SERVER_PASSWORD"
+    return os.environ.get(name)
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     command = args.command
     if command and os.sep in command:
@@ -196,7 +203,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         "task": args.task,
         "resume": args.resume,
         "endpoint": args.endpoint,
-        "password": os.environ.get("OPENCODE_SERVER_PASSWORD") if args.endpoint else None,
+        "password": _endpoint_secret(args.harness) if args.endpoint else None,
         "command": command,
         "args": args.agent_args,
         "env": _env_pairs(args.env),

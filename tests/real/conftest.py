@@ -6,6 +6,7 @@ directory in `$AGENT_RELAY_CLI_BIN`; a harness whose CLI is missing is skipped, 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -22,10 +23,17 @@ CLI_BIN = Path(os.environ.get("AGENT_RELAY_CLI_BIN") or ROOT / ".agent-clis/node
 API_KEY = "sk-test-0123456789abcdefghijklmnop"
 
 
+OPENCLAW_BIN = Path(
+    os.environ.get("AGENT_RELAY_OPENCLAW_BIN") or ROOT / ".agent-clis/openclaw/node_modules/.bin"
+)
+
+
 def cli_path(name: str) -> str:
-    path = CLI_BIN / name
+    # OpenClaw needs a newer Node than the others: it has an install of its own.
+    where, installer = (OPENCLAW_BIN, "openclaw") if name == "openclaw" else (CLI_BIN, "clis")
+    path = where / name
     if not path.exists():
-        pytest.skip(f"{name} is not installed in {CLI_BIN} (run .ci/install-clis)")
+        pytest.skip(f"{name} is not installed in {where} (run .ci/install-{installer})")
     return str(path)
 
 
@@ -71,7 +79,6 @@ def codex_args(url: str) -> list[str]:
 
 def opencode_env(url: str) -> dict[str, str]:
     """OpenCode's provider config (inline), and no network at start-up."""
-    import json
 
     config = {
         "$schema": "https://opencode.ai/config.json",
@@ -98,3 +105,25 @@ def opencode_env(url: str) -> dict[str, str]:
         "OPENCODE_DISABLE_CLAUDE_CODE": "1",
         "NPM_CONFIG_REGISTRY": f"{url}/npm/",
     }
+
+
+def openclaw_config(url: str, path: Path) -> dict[str, str]:
+    """A user's OpenClaw config naming the scripted server as its only provider, offline."""
+    model = {"id": "scripted-model", "name": "Scripted", "reasoning": False, "input": ["text"],
+             "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+             "contextWindow": 128000, "maxTokens": 8192}  # fmt: skip
+    provider = {"baseUrl": f"{url}/v1", "apiKey": API_KEY, "api": "openai-completions",
+                "models": [model]}  # fmt: skip
+    models = {
+        "mode": "replace",
+        "catalogRefresh": {"enabled": False},
+        "providers": {"scripted": provider},
+    }
+    config = {
+        "models": models,
+        "agents": {"defaults": {"model": {"primary": "scripted/scripted-model"}}},
+        "tools": {"exec": {"notifyOnExit": False, "mode": "ask"}},
+        "plugins": {"entries": {"memory-core": {"config": {"dreaming": {"enabled": False}}}}},
+    }
+    path.write_text(json.dumps(config))
+    return {"OPENCLAW_CONFIG_PATH": str(path), "DO_NOT_TRACK": "1"}

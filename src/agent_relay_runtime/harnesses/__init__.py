@@ -13,6 +13,7 @@ from ..session.core import Session
 from .claude import ClaudeHarness
 from .codex import CodexHarness
 from .context import LaunchContext
+from .openclaw import OpenClawHarness
 from .opencode import OpenCodeHarness
 from .terminal import TerminalHarness
 
@@ -21,12 +22,13 @@ __all__ = [
     "CodexHarness",
     "HarnessRegistry",
     "LaunchContext",
+    "OpenClawHarness",
     "OpenCodeHarness",
     "SessionHarness",
     "TerminalHarness",
 ]
 
-SessionHarness = ClaudeHarness | CodexHarness | OpenCodeHarness | TerminalHarness
+SessionHarness = ClaudeHarness | CodexHarness | OpenCodeHarness | OpenClawHarness | TerminalHarness
 
 
 class HarnessRegistry:
@@ -38,6 +40,7 @@ class HarnessRegistry:
             "claude": ClaudeHarness(),
             "codex": CodexHarness(),
             "opencode": OpenCodeHarness(),
+            "openclaw": OpenClawHarness(),
         }
 
     def names(self) -> list[str]:

@@ -2,7 +2,8 @@
 or a server process whose output is only a log (``opencode serve``).
 
 The child starts in a new session (so in its own process group), stdout is decoded by
-`JsonLinesDecoder` (or, without ``on_message``, kept like stderr), and stderr is drained
+`JsonLinesDecoder` (or, without ``on_message``, kept like stderr and shown to
+``on_output``), and stderr is drained
 into a bounded tail that a failure report can quote. Writes are serialized so that two
 writers never interleave within a line.
 """
@@ -81,6 +82,7 @@ class StdioTransport:
         env: Mapping[str, str],
         on_message: Callable[[dict[str, Any]], None] | None,
         on_error: Callable[[FramingError], None] | None = None,
+        on_output: Callable[[bytes], None] | None = None,
         max_line: int = DEFAULT_MAX_LINE,
         stderr_limit: int = 64 * 1024,
     ) -> None:
@@ -89,6 +91,7 @@ class StdioTransport:
         self.env = dict(env)
         self._on_message = on_message
         self._on_error = on_error
+        self._on_output = on_output
         self._decoder = JsonLinesDecoder(max_line)
         self.stderr = BoundedTail(stderr_limit)
         self.stdout = BoundedTail(stderr_limit)  # kept only when stdout is not a protocol
@@ -146,6 +149,8 @@ class StdioTransport:
                     break
                 if self._on_message is None:
                     self.stdout.add(data)
+                    if self._on_output is not None:
+                        self._on_output(data)
                 else:
                     self._dispatch(self._decoder.feed(data))
             self._dispatch(self._decoder.finish())
