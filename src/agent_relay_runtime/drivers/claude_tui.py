@@ -18,6 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from ..aio import Notifier
 from ..contract import Evidence, Fidelity, SessionState, SignalSource
 from ..events import (
     CommandCompleted,
@@ -37,6 +40,10 @@ from .terminal import TerminalDriver
 __all__ = ["ClaudeTuiDriver", "hook_settings"]
 
 H = SignalSource.HOOK
+# Claude writes its transcript file behind the hooks (buffered, on a timer): at the Stop
+# hook the turn's texts may not be there yet. The turn ends when they are, or after this.
+_TRANSCRIPT_LAG = 3.0
+_TRANSCRIPT_POLL = 0.02
 S = SessionState
 _FILE_TOOLS = {"Write": "written", "Edit": "modified", "MultiEdit": "modified"}
 _HOOKED = (
@@ -92,6 +99,9 @@ class ClaudeTuiDriver(TerminalDriver):
         self._transcript = JsonlTail()
         self._reported_early: list[str] = []
         self._last_reported: str | None = None
+        self._turn_texts: list[str] = []  # assistant texts read in the running turn
+        self._stopping: tuple[str, ...] | None = None  # a Stop hook's last message, pending
+        self._stop_heard = Notifier()
 
     # -- delivery evidence: the UserPromptSubmit hook -----------------------------------------
 
@@ -135,16 +145,44 @@ class ClaudeTuiDriver(TerminalDriver):
             if payload.get("notification_type") == "permission_prompt":
                 port.set_state(S.BLOCKED, str(payload.get("message") or "permission prompt"), H)
         elif event == "Stop":
-            self._read_transcript()
-            self._last_message(payload.get("last_assistant_message"))
-            if port.set_state(S.IDLE, "Stop hook", H):
-                port.emit(TurnCompleted, turn=self._turn, outcome="completed")
+            last = payload.get("last_assistant_message")
+            self._stopping = (last,) if isinstance(last, str) and last else ()
+            self._stop_heard.notify()
         self._read_transcript()
         self._output.notify()  # wake a delivery waiting for this evidence
         return answer
 
+    async def _side_channel(self) -> None:
+        """End each turn once the transcript holds the Stop hook's last message, so that
+        every text of the turn is reported before ``turn.completed`` and idle."""
+        while True:
+            if self._stopping is None:
+                await self._stop_heard.wait()
+                continue
+            with anyio.move_on_after(_TRANSCRIPT_LAG):
+                while self._stopping and not set(self._stopping) <= set(self._turn_texts):
+                    self._read_transcript()
+                    # Nothing tells when Claude flushes the file: look again shortly.
+                    await anyio.sleep(_TRANSCRIPT_POLL)
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        """The pending Stop: report what the transcript has (and the hook's last message
+        if the file is behind), then idle."""
+        if self._stopping is None:
+            return
+        stopping, self._stopping = self._stopping, None
+        self._read_transcript()
+        for text in stopping:
+            self._last_message(text)
+        port = self._require_port()
+        if port.set_state(S.IDLE, "Stop hook", H):
+            port.emit(TurnCompleted, turn=self._turn, outcome="completed")
+
     def _prompt_submitted(self, prompt: str) -> None:
         port = self._require_port()
+        self._end_turn()  # a prompt typed in the TUI before the transcript caught up
+        self._turn_texts.clear()
         self._submits += 1
         port.emit(TranscriptChunk, role="user", text=prompt)
         if port.set_state(S.BUSY, "UserPromptSubmit hook", H):
@@ -195,10 +233,10 @@ class ClaudeTuiDriver(TerminalDriver):
             verdict["message"] = "denied by the agent-relay-runtime policy"
         return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": verdict}}
 
-    def _last_message(self, text: object) -> None:
+    def _last_message(self, text: str) -> None:
         """The Stop hook names the turn's last reply, which the transcript file may not
         hold yet: report it now, and skip it when the file catches up."""
-        if isinstance(text, str) and text and text != self._last_reported:
+        if text not in self._turn_texts and text != self._last_reported:
             self._require_port().emit(TranscriptChunk, role="assistant", text=text)
             self._reported_early.append(text)
             self._last_reported = text
@@ -216,5 +254,6 @@ class ClaudeTuiDriver(TerminalDriver):
                         continue
                     port.emit(TranscriptChunk, role="assistant", text=text)
                     self._last_reported = text
+                    self._turn_texts.append(text)
                 elif block.get("type") == "thinking" and block.get("thinking"):
                     port.emit(TranscriptChunk, role="thinking", text=str(block["thinking"]))
