@@ -1,17 +1,19 @@
 """Per-harness benchmarks against the real CLIs, offline against the scripted model server.
 
-    python bench/harnesses.py [--runs 3] [--messages 5] [claude codex opencode]
+    python bench/harnesses.py [--runs 3] [--messages 5] [claude codex opencode openclaw]
 
-For each harness and mode (headless, pty):
+For each harness and mode (headless, pty; OpenClaw headless only):
 - spawn → ready: `Supervisor.create` until the session is ready;
 - the bare CLI's own start-up, measured without the runtime: headless, until the CLI
   answers its protocol's first request (Claude `initialize`, Codex `initialize` +
-  `thread/start`, OpenCode health + `POST /session`); PTY, until the TUI draws its ready
+  `thread/start`, OpenCode health + `POST /session`, OpenClaw the gateway's `[gateway]
+  ready` line, on the config the runtime would write); PTY, until the TUI draws its ready
   marker on a plain pyte screen;
 - the runtime's overhead: the difference of the medians;
 - message → delivered: send to the idle session, until the `delivered` receipt.
 
-The CLIs come from .ci/install-clis (.agent-clis/) or $AGENT_RELAY_CLI_BIN.
+The CLIs come from .ci/install-clis and .ci/install-openclaw (.agent-clis/), or
+$AGENT_RELAY_CLI_BIN and $AGENT_RELAY_OPENCLAW_BIN.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import select
 import statistics
 import subprocess
@@ -37,10 +40,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "fixtures"), str(ROOT)]
 
 from model_server import ScriptedModelServer  # noqa: E402
-from tests.real.conftest import CLI_BIN, claude_env, codex_args, opencode_env  # noqa: E402
+from tests.real.conftest import (  # noqa: E402
+    CLI_BIN,
+    OPENCLAW_BIN,
+    claude_env,
+    codex_args,
+    openclaw_config,
+    opencode_env,
+)
 
 from agent_relay_runtime.contract import RelayMessage, SessionSpec  # noqa: E402
 from agent_relay_runtime.drivers.opencode_server import free_loopback_port  # noqa: E402
+from agent_relay_runtime.harnesses.openclaw import gateway_config  # noqa: E402
 from agent_relay_runtime.logs import configure_logging  # noqa: E402
 from agent_relay_runtime.profiles import ProfileRegistry, builtin_profile_dir  # noqa: E402
 from agent_relay_runtime.supervisor import Supervisor  # noqa: E402
@@ -51,11 +62,18 @@ def median_ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
 
+def cli(harness: str) -> Path:
+    return (OPENCLAW_BIN if harness == "openclaw" else CLI_BIN) / harness
+
+
 def spec_for(harness: str, mode: str, url: str, work: Path) -> SessionSpec:
     common: dict[str, Any] = {
         "harness": harness, "name": f"{harness}-{mode}", "mode": mode, "cwd": work,
-        "isolated": True, "approvals": "allow", "command": str(CLI_BIN / harness),
+        "isolated": True, "approvals": "allow", "command": str(cli(harness)),
     }  # fmt: skip
+    if harness == "openclaw":
+        env = openclaw_config(url, work.parent / "user-openclaw.json")
+        return SessionSpec(**common, env=env, ready_timeout=240)
     if harness == "claude":
         return SessionSpec(**common, env=claude_env(url))
     if harness == "codex":
@@ -102,6 +120,8 @@ def bare_headless(harness: str, url: str) -> float:
         work, env = Path(tmp), dict(os.environ)
         if harness == "opencode":
             return _bare_opencode(url, work, env)
+        if harness == "openclaw":
+            return _bare_openclaw(url, work, env)
         if harness == "claude":
             env |= claude_env(url) | {"CLAUDE_CONFIG_DIR": str(work / "cfg")}
             argv = [str(CLI_BIN / "claude"), "-p", "--output-format", "stream-json",
@@ -165,6 +185,33 @@ def _bare_opencode(url: str, work: Path, env: dict[str, str]) -> float:
         proc.wait()
 
 
+def _bare_openclaw(url: str, work: Path, env: dict[str, str]) -> float:
+    """``openclaw gateway run`` on the config the runtime writes, until ``[gateway] ready``."""
+    user = work / "user.json"
+    openclaw_config(url, user)
+    config = gateway_config(json.loads(user.read_text()), cwd=work, token="t", model=None)
+    (work / "openclaw.json").write_text(json.dumps(config))
+    (work / "state").mkdir()
+    env |= {"OPENCLAW_CONFIG_PATH": str(work / "openclaw.json"),
+            "OPENCLAW_STATE_DIR": str(work / "state"), "OPENCLAW_SKIP_CHANNELS": "1",
+            "OPENCLAW_DISABLE_BONJOUR": "1", "OPENCLAW_NO_RESPAWN": "1",
+            "PATH": f"{OPENCLAW_BIN}{os.pathsep}{env.get('PATH', '')}"}  # fmt: skip
+    argv = [str(OPENCLAW_BIN / "openclaw"), "gateway", "run", "--port",
+            str(free_loopback_port()), "--bind", "loopback", "--allow-unconfigured"]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if re.sub(rb"\x1b\[[0-9;]*m", b"", line).rstrip().endswith(b"[gateway] ready"):
+                return time.perf_counter() - started
+        raise RuntimeError(f"openclaw gateway exited ({proc.wait()}) before it was ready")
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
 def bare_pty(harness: str, url: str) -> float:
     """Seconds until the TUI draws its profile's ready marker, read with plain pyte."""
     profile = ProfileRegistry([builtin_profile_dir()]).load(harness)
@@ -204,20 +251,21 @@ def bare_pty(harness: str, url: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("harnesses", nargs="*", default=["claude", "codex", "opencode"])
+    parser.add_argument("harnesses", nargs="*", default=["claude", "codex", "opencode", "openclaw"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "harnesses.json")
     args = parser.parse_args()
     configure_logging("warning")
-    results: dict[str, Any] = {}
+    # Harnesses benchmarked on another run keep their figures.
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     rows = []
     with ScriptedModelServer({"default_text": "ok"}) as server:
         for harness in args.harnesses:
-            if not (CLI_BIN / harness).exists():
-                print(f"skip {harness}: not installed in {CLI_BIN}")
+            if not cli(harness).exists():
+                print(f"skip {harness}: not installed in {cli(harness).parent}")
                 continue
-            for mode in ("headless", "pty"):
+            for mode in ("headless",) if harness == "openclaw" else ("headless", "pty"):
                 readies, delivered = [], []
                 for _ in range(args.runs):
                     ready, latencies = anyio.run(runtime_run, harness, mode, server.url,

@@ -206,8 +206,15 @@ def test_the_user_config_is_kept_under_the_session_settings(tmp_path: Path) -> N
         "agents": {"defaults": {"model": {"primary": "p/a", "fallbacks": ["p/b"]}}},
         "gateway": {"port": 18789, "auth": {"mode": "password", "password": "theirs"}},
     }
-    config = gateway_config(base, cwd=tmp_path, token="tok", model="p/c")
+    log = tmp_path / "gateway.log"
+    config = gateway_config(base, cwd=tmp_path, token="tok", model="p/c", log_file=log)
     assert config["models"] == base["models"]
+    assert config["logging"] == {"file": str(log)}
+    theirs = {"logging": {"file": "/var/log/openclaw.log", "level": "debug"}}
+    assert (
+        gateway_config(theirs, cwd=tmp_path, token="t", model=None, log_file=log)["logging"]
+        == theirs["logging"]
+    )
     assert config["agents"]["defaults"]["model"] == {"primary": "p/c", "fallbacks": ["p/b"]}
     assert config["gateway"]["auth"] == {"mode": "token", "token": "tok"}
     assert config["agents"]["defaults"]["skipBootstrap"] is True

@@ -47,6 +47,9 @@ async def test_a_real_openclaw_session_end_to_end(
     )
     session = await supervisor.create(spec)
     assert session.state == "ready" and session.identity.conversation_id
+    # Its log goes to the session's directory (not /tmp/openclaw/).
+    [log] = supervisor.data_dir.rglob("gateway.log")
+    assert "gateway ready" in log.read_text()
 
     first = RelayMessage(text="Please write a.txt")
     await session.receive_message(first)

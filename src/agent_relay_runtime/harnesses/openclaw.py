@@ -78,7 +78,13 @@ class OpenClawHarness:
         user_env = {**os.environ, **spec.env}
         state_dir = make_state_dir(ctx, spec, session_id)
         token = secrets.token_urlsafe(32)
-        config = gateway_config(_user_config(user_env), cwd=cwd, token=token, model=spec.model)
+        config = gateway_config(
+            _user_config(user_env),
+            cwd=cwd,
+            token=token,
+            model=spec.model,
+            log_file=state_dir / "gateway.log",
+        )
         config_path = state_dir / "openclaw.json"
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -138,10 +144,13 @@ def _user_config(env: dict[str, str]) -> dict[str, Any]:
 
 
 def gateway_config(
-    base: dict[str, Any], *, cwd: Path, token: str, model: str | None
+    base: dict[str, Any], *, cwd: Path, token: str, model: str | None, log_file: Path | None = None
 ) -> dict[str, Any]:
-    """``base`` with what a gateway hosting one managed session needs."""
+    """``base`` with what a gateway hosting one managed session needs; ``log_file`` is
+    where its log goes unless the user's config names a file (else ``/tmp/openclaw/``)."""
     config = copy.deepcopy(base)
+    if log_file is not None:
+        _table(config, "logging").setdefault("file", str(log_file))
     gateway = _table(config, "gateway")
     gateway.update(mode="local", bind="loopback", auth={"mode": "token", "token": token})
     defaults = _table(_table(config, "agents"), "defaults")
