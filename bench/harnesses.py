@@ -2,13 +2,13 @@
 
     python bench/harnesses.py [--runs 3] [--messages 5] [claude codex opencode openclaw]
 
-For each harness and mode (headless, pty; OpenClaw headless only):
+For each harness and mode (headless, pty):
 - spawn → ready: `Supervisor.create` until the session is ready;
 - the bare CLI's own start-up, measured without the runtime: headless, until the CLI
   answers its protocol's first request (Claude `initialize`, Codex `initialize` +
   `thread/start`, OpenCode health + `POST /session`, OpenClaw the gateway's `[gateway]
   ready` line, on the config the runtime would write); PTY, until the TUI draws its ready
-  marker on a plain pyte screen;
+  marker on a plain pyte screen (OpenClaw: the gateway ready, then its TUI connected);
 - the runtime's overhead: the difference of the medians;
 - message → delivered: send to the idle session, until the `delivered` receipt.
 
@@ -185,19 +185,23 @@ def _bare_opencode(url: str, work: Path, env: dict[str, str]) -> float:
         proc.wait()
 
 
-def _bare_openclaw(url: str, work: Path, env: dict[str, str]) -> float:
-    """``openclaw gateway run`` on the config the runtime writes, until ``[gateway] ready``."""
+def _bare_openclaw(url: str, work: Path, env: dict[str, str], tui: bool = False) -> float:
+    """``openclaw gateway run`` on the config the runtime writes, until ``[gateway] ready``;
+    with ``tui``, then ``openclaw tui`` on it until it shows itself connected."""
     user = work / "user.json"
     openclaw_config(url, user)
-    config = gateway_config(json.loads(user.read_text()), cwd=work, token="t", model=None)
+    port = free_loopback_port()
+    config = gateway_config(
+        json.loads(user.read_text()), cwd=work, token="t", model=None, port=port
+    )
     (work / "openclaw.json").write_text(json.dumps(config))
     (work / "state").mkdir()
     env |= {"OPENCLAW_CONFIG_PATH": str(work / "openclaw.json"),
             "OPENCLAW_STATE_DIR": str(work / "state"), "OPENCLAW_SKIP_CHANNELS": "1",
             "OPENCLAW_DISABLE_BONJOUR": "1", "OPENCLAW_NO_RESPAWN": "1",
             "PATH": f"{OPENCLAW_BIN}{os.pathsep}{env.get('PATH', '')}"}  # fmt: skip
-    argv = [str(OPENCLAW_BIN / "openclaw"), "gateway", "run", "--port",
-            str(free_loopback_port()), "--bind", "loopback", "--allow-unconfigured"]  # fmt: skip
+    argv = [str(OPENCLAW_BIN / "openclaw"), "gateway", "run", "--port", str(port),
+            "--bind", "loopback", "--allow-unconfigured"]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -205,18 +209,46 @@ def _bare_openclaw(url: str, work: Path, env: dict[str, str]) -> float:
     try:
         for line in proc.stdout:
             if re.sub(rb"\x1b\[[0-9;]*m", b"", line).rstrip().endswith(b"[gateway] ready"):
-                return time.perf_counter() - started
-        raise RuntimeError(f"openclaw gateway exited ({proc.wait()}) before it was ready")
+                break
+        else:
+            raise RuntimeError(f"openclaw gateway exited ({proc.wait()}) before it was ready")
+        if tui:
+            tui_argv = [str(OPENCLAW_BIN / "openclaw"), "tui", "--session", "bench"]
+            _pty_until(tui_argv, work, env, [re.compile(r"connected \| idle")], 40, 120)
+        return time.perf_counter() - started
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
 
 
+def _pty_until(
+    argv: list[str], work: Path, env: dict[str, str], markers: list[re.Pattern[str]],
+    rows: int, cols: int,
+) -> None:  # fmt: skip
+    """Run ``argv`` in a PTY until its screen (plain pyte) shows one of ``markers``."""
+    screen = pyte.Screen(cols, rows)
+    stream = pyte.ByteStream(screen)
+    proc = PtyProcess.spawn(argv, cwd=str(work), env=env, dimensions=(rows, cols))
+    try:
+        while True:
+            if proc.fd in select.select([proc.fd], [], [], 1.0)[0]:
+                stream.feed(proc.read(65536))
+            text = "\n".join(screen.display)
+            if any(m.search(text) for m in markers):
+                return
+    finally:
+        proc.kill(9)
+        proc.wait()
+
+
 def bare_pty(harness: str, url: str) -> float:
-    """Seconds until the TUI draws its profile's ready marker, read with plain pyte."""
-    profile = ProfileRegistry([builtin_profile_dir()]).load(harness)
+    """Seconds until the TUI draws its profile's ready marker, read with plain pyte
+    (OpenClaw: its gateway ready, then its TUI connected)."""
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         work, env = Path(tmp), {**os.environ, "TERM": "xterm-256color"}
+        if harness == "openclaw":
+            return _bare_openclaw(url, work, env, tui=True)
+        profile = ProfileRegistry([builtin_profile_dir()]).load(harness)
         argv = [str(CLI_BIN / harness), *profile.command.args]
         if harness == "claude":
             from agent_relay_runtime.harnesses.claude import seed_config_dir
@@ -232,21 +264,10 @@ def bare_pty(harness: str, url: str) -> float:
         else:
             env |= opencode_env(url)
             argv += ["--port", str(free_loopback_port()), "--hostname", "127.0.0.1"]
-        rows, cols = profile.terminal.rows, profile.terminal.cols
-        screen = pyte.Screen(cols, rows)
-        stream = pyte.ByteStream(screen)
         started = time.perf_counter()
-        proc = PtyProcess.spawn(argv, cwd=str(work), env=env, dimensions=(rows, cols))
-        try:
-            while True:
-                if proc.fd in select.select([proc.fd], [], [], 1.0)[0]:
-                    stream.feed(proc.read(65536))
-                text = "\n".join(screen.display)
-                if any(m.search(text) for m in profile.ready.markers):
-                    return time.perf_counter() - started
-        finally:
-            proc.kill(9)
-            proc.wait()
+        markers = profile.ready.markers
+        _pty_until(argv, work, env, markers, profile.terminal.rows, profile.terminal.cols)
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -265,7 +286,7 @@ def main() -> None:
             if not cli(harness).exists():
                 print(f"skip {harness}: not installed in {cli(harness).parent}")
                 continue
-            for mode in ("headless",) if harness == "openclaw" else ("headless", "pty"):
+            for mode in ("headless", "pty"):
                 readies, delivered = [], []
                 for _ in range(args.runs):
                     ready, latencies = anyio.run(runtime_run, harness, mode, server.url,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 
@@ -23,8 +24,14 @@ WRITE_INPUT = {"path": "a.txt", "content": "hello\n"}
 
 
 @pytest.mark.timeout(400)  # a gateway on a new state dir takes 30-60 s to be ready
+@pytest.mark.parametrize("mode", ["headless", "pty"])
 async def test_a_real_openclaw_session_end_to_end(
-    supervisor: Supervisor, recorder: EventRecorder, model_server: Any, work: Path, tmp_path: Path
+    mode: str,
+    supervisor: Supervisor,
+    recorder: EventRecorder,
+    model_server: Any,
+    work: Path,
+    tmp_path: Path,
 ) -> None:
     written, touched = work / "a.txt", work / "b.txt"
     model_server.add_turns(
@@ -38,6 +45,7 @@ async def test_a_real_openclaw_session_end_to_end(
     spec = SessionSpec(
         harness="openclaw",
         name="claw",
+        mode=mode,
         cwd=work,
         isolated=True,
         approvals="allow",
@@ -50,6 +58,9 @@ async def test_a_real_openclaw_session_end_to_end(
     # Its log goes to the session's directory (not /tmp/openclaw/).
     [log] = supervisor.data_dir.rglob("gateway.log")
     assert "gateway ready" in log.read_text()
+    if mode == "pty":
+        screen = session.screen()
+        assert screen is not None and "connected | idle" in screen.text
 
     first = RelayMessage(text="Please write a.txt")
     await session.receive_message(first)
@@ -84,8 +95,14 @@ async def test_a_real_openclaw_session_end_to_end(
     texts = [e.text for e in recorder.matching("transcript.chunk", after=mark)]
     assert texts[0] == "Now touch b.txt" and texts[-1] == "Second answer."
 
-    pid = session.identity.pid or 0
-    tree = [pid, *(p.pid for p in descendants(pid))]
+    if mode == "pty":  # the TUI shows the runs the relay's messages started
+        with anyio.fail_after(20):
+            while "Nowtouchb.txt" not in "".join(session.screen().text.split()):  # type: ignore[union-attr]
+                await session.driver._drawn.wait()  # type: ignore[attr-defined]
+    roots = [session.identity.pid or 0]
+    if mode == "pty":
+        roots.append(session.driver._tui.handle.pid)  # type: ignore[attr-defined]
+    tree = roots + [p.pid for root in roots for p in descendants(root)]
     info = await supervisor.release("claw")
     assert not info.survivors
     for each in tree:

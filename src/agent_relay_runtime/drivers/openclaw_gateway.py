@@ -114,6 +114,7 @@ class OpenClawGatewayDriver(Driver):
         resume: bool = False,
         args: list[str] | None = None,
         request_timeout: float = 30.0,
+        port: int | None = None,
     ) -> None:
         self.owned = endpoint is None
         self.cwd = cwd
@@ -124,7 +125,7 @@ class OpenClawGatewayDriver(Driver):
         self._transport: StdioTransport | None = None
         if self.owned:
             assert executable is not None
-            port = free_loopback_port()
+            port = port or free_loopback_port()
             token = token or secrets.token_urlsafe(32)
             self.url = f"ws://127.0.0.1:{port}"
             self.argv = [executable, "gateway", "run", "--port", str(port), "--bind", "loopback",
@@ -231,7 +232,11 @@ class OpenClawGatewayDriver(Driver):
             port.emit(ProtocolError, reason=f"openclaw: {exc}")
             return  # the ready timeout (or the exit) ends the session with this on record
         port.set_conversation(self.key)
+        await self._before_ready()
         port.set_state(S.READY, f"gateway session {self.key}", P)
+
+    async def _before_ready(self) -> None:
+        """What a subclass starts once the gateway session is there (a TUI, say)."""
 
     async def _connect(self) -> None:
         """Connect, retrying while an attached gateway is unreachable (bounded)."""

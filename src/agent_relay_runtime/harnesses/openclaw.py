@@ -1,5 +1,6 @@
 """OpenClaw: headless over a gateway the runtime starts (``openclaw gateway run``), or
-attached to a running gateway with ``endpoint`` (+ its token).
+attached to a running gateway with ``endpoint`` (+ its token); ``--mode pty`` adds the
+TUI (``openclaw tui``) in front of the gateway the runtime starts.
 
 A gateway the runtime starts gets a config of its own, written 0600 into the session's
 directory: the user's config (``$OPENCLAW_CONFIG_PATH``, else ``openclaw.json`` in
@@ -25,6 +26,8 @@ import json5
 
 from ..contract import SessionMode, SessionSpec, new_id
 from ..drivers.openclaw_gateway import OpenClawGatewayDriver, session_key
+from ..drivers.openclaw_tui import OpenClawTuiDriver
+from ..drivers.opencode_server import free_loopback_port
 from ..exceptions import ConfigError
 from ..session.core import Session, SessionOptions
 from .context import (
@@ -52,8 +55,11 @@ class OpenClawHarness:
     executable = "openclaw"
 
     async def create(self, spec: SessionSpec, ctx: LaunchContext) -> Session:
-        if spec.mode == SessionMode.PTY:
-            raise ConfigError("openclaw: headless sessions only (the gateway); drop --mode pty")
+        if spec.mode == SessionMode.PTY and spec.endpoint:
+            raise ConfigError(
+                "openclaw: --mode pty runs the TUI on a gateway of its own; "
+                "with --endpoint, use --mode headless"
+            )
         if spec.yolo:
             # OpenClaw asks only when its config says so; --yolo answers every ask with yes.
             spec = spec.model_copy(update={"approvals": "allow"})
@@ -78,12 +84,14 @@ class OpenClawHarness:
         user_env = {**os.environ, **spec.env}
         state_dir = make_state_dir(ctx, spec, session_id)
         token = secrets.token_urlsafe(32)
+        port = free_loopback_port()
         config = gateway_config(
             _user_config(user_env),
             cwd=cwd,
             token=token,
             model=spec.model,
             log_file=state_dir / "gateway.log",
+            port=port,
         )
         config_path = state_dir / "openclaw.json"
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -96,14 +104,15 @@ class OpenClawHarness:
         executable = resolve_executable(spec.command or self.executable, user_env)
         if spec.command and os.sep in spec.command:
             layer["PATH"] = f"{_launcher_dir(spec.command)}{os.pathsep}{user_env.get('PATH', '')}"
-        driver = OpenClawGatewayDriver(
-            cwd=cwd,
-            env=session_env(session_id, spec.env, layer),
-            key=key,
-            executable=executable,
-            token=token,
-            resume=bool(spec.resume),
-            args=spec.args,
+        common: dict[str, Any] = {
+            "cwd": cwd, "env": session_env(session_id, spec.env, layer), "key": key,
+            "executable": executable, "token": token, "resume": bool(spec.resume),
+            "args": spec.args, "port": port,
+        }  # fmt: skip
+        driver = (
+            OpenClawTuiDriver(tui_argv=[executable, "tui", "--session", key], **common)
+            if spec.mode == SessionMode.PTY
+            else OpenClawGatewayDriver(**common)
         )
         return await launch_session(
             ctx, spec, driver=driver, session_id=session_id, options=options, state_dir=state_dir
@@ -144,15 +153,24 @@ def _user_config(env: dict[str, str]) -> dict[str, Any]:
 
 
 def gateway_config(
-    base: dict[str, Any], *, cwd: Path, token: str, model: str | None, log_file: Path | None = None
+    base: dict[str, Any],
+    *,
+    cwd: Path,
+    token: str,
+    model: str | None,
+    log_file: Path | None = None,
+    port: int | None = None,
 ) -> dict[str, Any]:
     """``base`` with what a gateway hosting one managed session needs; ``log_file`` is
-    where its log goes unless the user's config names a file (else ``/tmp/openclaw/``)."""
+    where its log goes unless the user's config names a file (else ``/tmp/openclaw/``).
+    The port and token in it are also how the TUI finds the gateway."""
     config = copy.deepcopy(base)
     if log_file is not None:
         _table(config, "logging").setdefault("file", str(log_file))
     gateway = _table(config, "gateway")
     gateway.update(mode="local", bind="loopback", auth={"mode": "token", "token": token})
+    if port is not None:
+        gateway["port"] = port
     defaults = _table(_table(config, "agents"), "defaults")
     defaults["workspace"] = str(cwd)
     defaults["skipBootstrap"] = True  # else AGENTS.md, SOUL.md, … and a `git init` in cwd
