@@ -58,6 +58,10 @@ async def test_a_person_typing_in_the_tui_is_reported_as_a_turn(
     await session.send_keys(b"typed by hand\r")
     turn = await recorder.wait_for("turn.completed")
     assert turn.outcome == "completed"
+    # The prompt comes from the session's history (the run's events do not carry it),
+    # which has it only at the run's end: still reported before turn.completed.
+    user = recorder.matching("transcript.chunk", where=lambda e: e.role == "user")
+    assert [e.text for e in user] == ["typed by hand"]
     texts = [e.text for e in recorder.matching("transcript.chunk") if e.role == "assistant"]
     assert texts == ["echo: typed by hand"]
 

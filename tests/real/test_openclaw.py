@@ -57,7 +57,7 @@ async def test_a_real_openclaw_session_end_to_end(
     assert session.state == "ready" and session.identity.conversation_id
     # Its log goes to the session's directory (not /tmp/openclaw/).
     [log] = supervisor.data_dir.rglob("gateway.log")
-    assert "gateway ready" in log.read_text()
+    assert "loading configuration" in log.read_text()
     if mode == "pty":
         screen = session.screen()
         assert screen is not None and "connected | idle" in screen.text
@@ -99,6 +99,14 @@ async def test_a_real_openclaw_session_end_to_end(
         with anyio.fail_after(20):
             while "Nowtouchb.txt" not in "".join(session.screen().text.split()):  # type: ignore[union-attr]
                 await session.driver._drawn.wait()  # type: ignore[attr-defined]
+        # A person types in the TUI: a turn like any other, its prompt from the history.
+        model_server.add_turns({"text": "Third answer."})
+        mark = recorder.mark()
+        await session.send_keys(b"typed by hand")
+        await session.send_keys(b"\r")
+        await recorder.wait_for("turn.completed", after=mark, timeout=120)
+        texts = [(e.role, e.text) for e in recorder.matching("transcript.chunk", after=mark)]
+        assert sorted(texts) == [("assistant", "Third answer."), ("user", "typed by hand")]
     roots = [session.identity.pid or 0]
     if mode == "pty":
         roots.append(session.driver._tui.handle.pid)  # type: ignore[attr-defined]

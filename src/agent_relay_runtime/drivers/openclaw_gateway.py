@@ -150,6 +150,8 @@ class OpenClawGatewayDriver(Driver):
         self._port: SessionPort | None = None
         self._tg: TaskGroup | None = None
         self._active: set[str] = set()  # accepted runs, not ended
+        self._ours: deque[str] = deque(maxlen=64)  # run ids of the messages we sent
+        self._unheard: set[str] = set()  # others' runs whose prompt is not reported yet
         self._run_began = Notifier()  # a lifecycle start came in
         self._begun: set[str] = set()  # active runs whose lifecycle start came in
         self._finished: deque[str] = deque(maxlen=64)
@@ -339,6 +341,7 @@ class OpenClawGatewayDriver(Driver):
                 # Still busy after that: the run waits behind the turn (the gateway queues).
                 await port.wait_state(lambda s: s != S.BUSY, 10.0)
         text = message.render()
+        self._ours.append(message.id)  # before sending: its run may start before the answer
         params: dict[str, Any] = {"message": text, "idempotencyKey": message.id,
                                   "sessionKey": self.key}  # fmt: skip
         if self.model:
@@ -396,6 +399,11 @@ class OpenClawGatewayDriver(Driver):
         phase = data.get("phase")
         if stream == "lifecycle":
             if phase == "start":
+                if run_id not in self._ours and run_id not in self._active:
+                    # Started by another client (a person in the TUI): its prompt is in
+                    # the session's history, not in the run's events.
+                    self._unheard.add(run_id)
+                    self._require_tg().start_soon(self._report_prompt, run_id)
                 self._run_started(run_id)
                 self._begun.add(run_id)
                 self._run_began.notify()
@@ -407,7 +415,12 @@ class OpenClawGatewayDriver(Driver):
                 outcome = (
                     "interrupted" if data.get("aborted") else "failed" if failed else "completed"
                 )
-                self._run_ended(run_id, data, outcome)
+                if run_id in self._unheard:
+                    # Its prompt was not in the history at its start: look again before
+                    # the turn ends, so that the prompt comes before turn.completed.
+                    self._require_tg().start_soon(self._end_unheard, run_id, data, outcome)
+                else:
+                    self._run_ended(run_id, data, outcome)
         elif stream == "assistant":
             item = str(data.get("itemId") or run_id)
             if isinstance(data.get("text"), str):
@@ -462,6 +475,34 @@ class OpenClawGatewayDriver(Driver):
                 self._said.add(text)
                 self._require_port().emit(TranscriptChunk, role="assistant", text=text)
         self._texts.clear()
+
+    async def _report_prompt(self, run_id: str) -> bool:
+        """Report the user message of a run another client started, from ``chat.history``
+        (the gateway may write it there only as the run ends); True if it was there."""
+        client = self._client
+        if client is None:
+            return False
+        params = {"sessionKey": self.key, "limit": 10}
+        with contextlib.suppress(GatewayClosed, GatewayError, TimeoutError):
+            history = await client.request("chat.history", params, self.request_timeout)
+            for entry in reversed((history or {}).get("messages") or []):
+                if entry.get("idempotencyKey") == f"{run_id}:user" and run_id in self._unheard:
+                    self._unheard.discard(run_id)
+                    content = entry.get("content")
+                    if isinstance(content, list):
+                        content = "".join(
+                            str(b.get("text", "")) for b in content if b.get("type") == "text"
+                        )
+                    self._require_port().emit(TranscriptChunk, role="user", text=str(content))
+                    return True
+        return False
+
+    async def _end_unheard(self, run_id: str, data: dict[str, Any], outcome: str) -> None:
+        try:
+            await self._report_prompt(run_id)
+        finally:
+            self._unheard.discard(run_id)
+            self._run_ended(run_id, data, outcome)
 
     def _run_started(self, run_id: str) -> None:
         port = self._require_port()
