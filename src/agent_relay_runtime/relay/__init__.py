@@ -1,0 +1,1 @@
+"""The relay: the embedded workspace server, its store, and the node protocol."""
