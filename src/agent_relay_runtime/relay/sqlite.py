@@ -1,0 +1,433 @@
+"""The relay's store on SQLite: WAL mode, versioned migrations, one connection.
+
+The connection lives in worker threads, one call at a time (a capacity limiter of one):
+SQLite has one writer anyway, and a single connection keeps each transaction whole. A
+change is one ``BEGIN IMMEDIATE … COMMIT``; with WAL and ``synchronous=NORMAL`` a commit
+survives the process being killed (a power loss may lose the last commits, which
+``synchronous="full"`` prevents at a cost).
+
+Migrations are the ``migrations/NNNN_*.sql`` files of this package, applied in order
+inside a transaction each, the schema version kept in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+from ..contract import new_id
+from .store import (
+    AckOutOfRange,
+    Agent,
+    AgentKind,
+    Channel,
+    ChannelKind,
+    Conflict,
+    Delivery,
+    DeliveryStatus,
+    EventRecord,
+    Message,
+    NotFound,
+    StoreError,
+    Workspace,
+    hash_secret,
+    new_secret,
+)
+
+__all__ = ["SqliteStore", "migrations"]
+
+T = TypeVar("T")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) of every migration shipped, in order."""
+    found = []
+    for entry in files(__package__).joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SqliteStore:
+    """`Store` on one SQLite file. Open with `SqliteStore.open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, synchronous: str) -> None:
+        self._conn = conn
+        self.path = path
+        self.synchronous = synchronous
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: str = "normal") -> SqliteStore:
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            _migrate(conn)
+            return conn
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await anyio.to_thread.run_sync(connect)
+        return cls(conn, path, synchronous)
+
+    async def aclose(self) -> None:
+        await self._run(self._conn.close)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one transaction, committed before this returns."""
+
+        def transaction() -> T:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(transaction)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda: fn(self._conn))
+
+    # -- workspaces and participants ------------------------------------------------------------
+
+    async def create_workspace(self, name: str) -> tuple[Workspace, str]:
+        key = new_secret("relay_ws_")
+        workspace = Workspace(id=new_id("ws"), name=name, created_at=_now())
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO workspaces (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
+                    (workspace.id, name, hash_secret(key), workspace.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a workspace named {name!r} exists") from None
+
+        await self._write(insert)
+        return workspace, key
+
+    async def workspace_by_key(self, key: str) -> Workspace | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT id, name, created_at FROM workspaces WHERE key_hash = ?",
+                (hash_secret(key),),
+            ).fetchone()
+        )
+        return Workspace(**dict(row)) if row else None
+
+    async def register_agent(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        kind: AgentKind = "agent",
+        node_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[Agent, str]:
+        token = new_secret("at_live_")
+        agent = Agent(
+            id=new_id("agt"), workspace_id=workspace_id, name=name, kind=kind,
+            node_id=node_id, metadata=metadata or {}, created_at=_now(),
+        )  # fmt: skip
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
+                    " metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (agent.id, workspace_id, name, kind, hash_secret(token), node_id,
+                     json.dumps(agent.metadata), agent.created_at),
+                )  # fmt: skip
+            except sqlite3.IntegrityError:
+                raise Conflict(f"an agent named {name!r} exists in this workspace") from None
+            conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent.id,))
+
+        await self._write(insert)
+        return agent, token
+
+    async def agent_by_token(self, token: str) -> Agent | None:
+        return await self._agent_where("token_hash = ?", hash_secret(token))
+
+    async def agent_by_name(self, workspace_id: str, name: str) -> Agent | None:
+        return await self._agent_where("workspace_id = ? AND name = ?", workspace_id, name)
+
+    async def _agent_where(self, where: str, *args: Any) -> Agent | None:
+        sql = (
+            "SELECT id, workspace_id, name, kind, node_id, metadata, created_at"
+            f" FROM agents WHERE {where}"
+        )
+        row = await self._read(lambda c: c.execute(sql, args).fetchone())
+        if row is None:
+            return None
+        return Agent(**{**dict(row), "metadata": json.loads(row["metadata"])})
+
+    # -- conversations and messages ---------------------------------------------------------------
+
+    async def create_channel(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        kind: ChannelKind = "channel",
+        members: Sequence[str] = (),
+        topic: str | None = None,
+    ) -> Channel:
+        channel = Channel(
+            id=new_id("chn"), workspace_id=workspace_id, name=name, kind=kind, topic=topic,
+            created_at=_now(),
+        )  # fmt: skip
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO channels (id, workspace_id, name, kind, topic, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (channel.id, workspace_id, name, kind, topic, channel.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a channel named {name!r} exists in this workspace") from None
+            conn.executemany(
+                "INSERT INTO channel_members (channel_id, agent_id, joined_at) VALUES (?, ?, ?)",
+                [(channel.id, member, channel.created_at) for member in members],
+            )
+
+        await self._write(insert)
+        return channel
+
+    async def post_message(
+        self,
+        *,
+        workspace_id: str,
+        channel_id: str,
+        sender_id: str,
+        text: str,
+        targets: Sequence[str],
+        mode: Literal["wait", "steer"] = "wait",
+        thread_id: str | None = None,
+        mentions: Sequence[str] = (),
+        blocks: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[Message, list[Delivery]]:
+        now = _now()
+        message = Message(
+            id=new_id("msg"), workspace_id=workspace_id, channel_id=channel_id,
+            agent_id=sender_id, text=text, blocks=blocks, metadata=metadata or {},
+            thread_id=thread_id, mentions=list(mentions), created_at=now,
+        )  # fmt: skip
+
+        def insert(conn: sqlite3.Connection) -> list[Delivery]:
+            try:
+                conn.execute(
+                    "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
+                    " metadata, thread_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (message.id, workspace_id, channel_id, sender_id, text,
+                     None if blocks is None else json.dumps(blocks),
+                     json.dumps(message.metadata), thread_id, now),
+                )  # fmt: skip
+                conn.executemany(
+                    "INSERT INTO mentions (message_id, agent_id) VALUES (?, ?)",
+                    [(message.id, agent) for agent in message.mentions],
+                )
+            except sqlite3.IntegrityError as exc:
+                raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
+            deliveries = []
+            for agent_id in dict.fromkeys(targets):
+                row = conn.execute(
+                    "UPDATE agent_cursors SET last_seq = last_seq + 1 WHERE agent_id = ?"
+                    " RETURNING last_seq",
+                    (agent_id,),
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"unknown target agent {agent_id!r}")
+                delivery = Delivery(
+                    id=new_id("del"), agent_id=agent_id, message_id=message.id,
+                    seq=row["last_seq"], mode=mode, status="pending", acked=False,
+                    updated_at=now,
+                )  # fmt: skip
+                conn.execute(
+                    "INSERT INTO deliveries (id, workspace_id, agent_id, message_id, seq, mode,"
+                    " status, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    (delivery.id, workspace_id, agent_id, message.id, delivery.seq, mode, now),
+                )
+                deliveries.append(delivery)
+            _insert_event(
+                conn, workspace_id, "message.created", message.model_dump(mode="json"),
+                agent=sender_id,
+            )  # fmt: skip
+            return deliveries
+
+        return message, await self._write(insert)
+
+    async def message(self, message_id: str) -> Message | None:
+        def read(conn: sqlite3.Connection) -> Message | None:
+            row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                return None
+            mentioned = conn.execute(
+                "SELECT agent_id FROM mentions WHERE message_id = ?", (message_id,)
+            ).fetchall()
+            fields = dict(row)
+            fields["blocks"] = None if row["blocks"] is None else json.loads(row["blocks"])
+            fields["metadata"] = json.loads(row["metadata"])
+            return Message(**fields, mentions=[m["agent_id"] for m in mentioned])
+
+        return await self._read(read)
+
+    # -- deliveries ---------------------------------------------------------------------------
+
+    async def unacked_deliveries(self, agent_id: str, limit: int = 500) -> list[Delivery]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT * FROM deliveries WHERE agent_id = ? AND acked = 0 ORDER BY seq LIMIT ?",
+                (agent_id, limit),
+            ).fetchall()
+        )
+        return [_delivery(row) for row in rows]
+
+    async def ack(self, agent_id: str, up_to_seq: int) -> int:
+        def update(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "SELECT last_seq, acked_seq FROM agent_cursors WHERE agent_id = ?", (agent_id,)
+            ).fetchone()
+            if cursor is None:
+                raise NotFound(f"unknown agent {agent_id!r}")
+            if up_to_seq > cursor["last_seq"]:
+                raise AckOutOfRange(
+                    f"ack up to seq {up_to_seq}, but the last delivery sent is seq"
+                    f" {cursor['last_seq']}"
+                )
+            if up_to_seq <= cursor["acked_seq"]:
+                raise AckOutOfRange(
+                    f"ack up to seq {up_to_seq} is a replay: seq {cursor['acked_seq']}"
+                    " was acknowledged already"
+                )
+            conn.execute(
+                "UPDATE agent_cursors SET acked_seq = ? WHERE agent_id = ?", (up_to_seq, agent_id)
+            )
+            done = conn.execute(
+                "UPDATE deliveries SET acked = 1, updated_at = ?"
+                " WHERE agent_id = ? AND seq <= ? AND acked = 0",
+                (_now(), agent_id, up_to_seq),
+            )
+            return done.rowcount
+
+        return await self._write(update)
+
+    async def set_receipt(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        *,
+        reason: str | None = None,
+        retryable: bool | None = None,
+        available_at: str | None = None,
+    ) -> Delivery:
+        def update(conn: sqlite3.Connection) -> Delivery:
+            row = conn.execute(
+                "UPDATE deliveries SET status = ?, reason = ?, retryable = ?, available_at = ?,"
+                " updated_at = ? WHERE id = ? RETURNING *",
+                (status, reason, retryable, available_at, _now(), delivery_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"unknown delivery {delivery_id!r}")
+            return _delivery(row)
+
+        return await self._write(update)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    async def append_event(
+        self,
+        workspace_id: str,
+        type: str,
+        data: dict[str, Any],
+        *,
+        agent: str | None = None,
+        action: str | None = None,
+    ) -> EventRecord:
+        return await self._write(
+            lambda c: _insert_event(c, workspace_id, type, data, agent=agent, action=action)
+        )
+
+    async def events_after(
+        self, workspace_id: str, cursor: int, limit: int = 1000
+    ) -> list[EventRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT seq, type, agent, action, data, created_at FROM events"
+                " WHERE workspace_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (workspace_id, cursor, limit),
+            ).fetchall()
+        )
+        return [EventRecord(**{**dict(row), "data": json.loads(row["data"])}) for row in rows]
+
+
+def _insert_event(
+    conn: sqlite3.Connection,
+    workspace_id: str,
+    type: str,
+    data: dict[str, Any],
+    *,
+    agent: str | None = None,
+    action: str | None = None,
+) -> EventRecord:
+    now = _now()
+    row = conn.execute(
+        "INSERT INTO events (workspace_id, type, agent, action, data, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        (workspace_id, type, agent, action, json.dumps(data), now),
+    ).fetchone()
+    return EventRecord(
+        seq=row["seq"], type=type, agent=agent, action=action, data=data, created_at=now
+    )
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    fields = dict(row)
+    fields.pop("workspace_id", None)
+    fields["acked"] = bool(row["acked"])
+    fields["retryable"] = None if row["retryable"] is None else bool(row["retryable"])
+    return Delivery(**fields)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations newer than the file's ``user_version``, each atomically."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    shipped = migrations()
+    newest = shipped[-1][0] if shipped else 0
+    if current > newest:
+        raise StoreError(
+            f"the relay database is at schema version {current}, newer than this"
+            f" agent-relay-runtime knows ({newest}); upgrade it"
+        )
+    for version, sql in shipped:
+        if version > current:
+            try:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
+                )
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
