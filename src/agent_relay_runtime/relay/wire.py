@@ -1,6 +1,7 @@
 """The node control protocol (``/v1/node/ws``), relaycast-compatible, as typed frames.
 
-Every frame is a JSON object with ``"v": 1`` and a ``type``. A request may carry an
+Every frame is a JSON object with ``"v": 1`` (a frame without ``v`` is taken as version 1,
+as relaycast-sdk sends some) and a ``type``. A request may carry an
 ``id``, answered by a `Reply` (``ok: true``, ``data``) or an `Error` (``ok: false``,
 ``code``, ``message``) with the same ``id``.
 
@@ -241,7 +242,8 @@ def decode(raw: str | bytes | dict[str, Any]) -> Frame:
             raise WireError("invalid_json", f"frame is not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise WireError("invalid_frame", "frame is not a JSON object")
-    if raw.get("v") != VERSION:
+    # relaycast-sdk 1.0.0 sends some frames (pong, subscribe) without "v": version 1.
+    if raw.get("v", VERSION) != VERSION:
         raise WireError("unsupported_version", f"frame version {raw.get('v')!r}, expected 1")
     kind = raw.get("type")
     if kind not in _TYPES:
