@@ -37,6 +37,7 @@ from .store import (
     Delivery,
     DeliveryStatus,
     EventRecord,
+    Member,
     Message,
     NotFound,
     StoreError,
@@ -141,12 +142,14 @@ class SqliteStore:
         return workspace, key
 
     async def workspace_by_key(self, key: str) -> Workspace | None:
-        row = await self._read(
-            lambda c: c.execute(
-                "SELECT id, name, created_at FROM workspaces WHERE key_hash = ?",
-                (hash_secret(key),),
-            ).fetchone()
-        )
+        return await self._workspace_where("key_hash = ?", hash_secret(key))
+
+    async def workspace_by_id(self, workspace_id: str) -> Workspace | None:
+        return await self._workspace_where("id = ?", workspace_id)
+
+    async def _workspace_where(self, where: str, value: str) -> Workspace | None:
+        sql = f"SELECT id, name, created_at FROM workspaces WHERE {where}"
+        row = await self._read(lambda c: c.execute(sql, (value,)).fetchone())
         return Workspace(**dict(row)) if row else None
 
     async def register_agent(
@@ -157,20 +160,21 @@ class SqliteStore:
         kind: AgentKind = "agent",
         node_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        persona: str | None = None,
     ) -> tuple[Agent, str]:
         token = new_secret("at_live_")
         agent = Agent(
             id=ordered_id("agt"), workspace_id=workspace_id, name=name, kind=kind,
-            node_id=node_id, metadata=metadata or {}, created_at=_now(),
+            node_id=node_id, metadata=metadata or {}, persona=persona, created_at=_now(),
         )  # fmt: skip
 
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
                     "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
-                    " metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " metadata, persona, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (agent.id, workspace_id, name, kind, hash_secret(token), node_id,
-                     json.dumps(agent.metadata), agent.created_at),
+                     json.dumps(agent.metadata), persona, agent.created_at),
                 )  # fmt: skip
             except sqlite3.IntegrityError:
                 raise Conflict(f"an agent named {name!r} exists in this workspace") from None
@@ -185,15 +189,23 @@ class SqliteStore:
     async def agent_by_name(self, workspace_id: str, name: str) -> Agent | None:
         return await self._agent_where("workspace_id = ? AND name = ?", workspace_id, name)
 
+    async def agent_by_id(self, agent_id: str) -> Agent | None:
+        return await self._agent_where("id = ?", agent_id)
+
+    async def list_agents(self, workspace_id: str) -> list[Agent]:
+        return await self._agents_where("workspace_id = ? ORDER BY created_at", workspace_id)
+
     async def _agent_where(self, where: str, *args: Any) -> Agent | None:
+        found = await self._agents_where(where, *args)
+        return found[0] if found else None
+
+    async def _agents_where(self, where: str, *args: Any) -> list[Agent]:
         sql = (
-            "SELECT id, workspace_id, name, kind, node_id, metadata, created_at"
-            f" FROM agents WHERE {where}"
+            "SELECT id, workspace_id, name, kind, node_id, metadata, persona, status, last_seen,"
+            f" created_at FROM agents WHERE {where}"
         )
-        row = await self._read(lambda c: c.execute(sql, args).fetchone())
-        if row is None:
-            return None
-        return Agent(**{**dict(row), "metadata": json.loads(row["metadata"])})
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [Agent(**{**dict(row), "metadata": json.loads(row["metadata"])}) for row in rows]
 
     # -- conversations and messages ---------------------------------------------------------------
 
@@ -205,18 +217,19 @@ class SqliteStore:
         kind: ChannelKind = "channel",
         members: Sequence[str] = (),
         topic: str | None = None,
+        created_by: str | None = None,
     ) -> Channel:
         channel = Channel(
             id=ordered_id("chn"), workspace_id=workspace_id, name=name, kind=kind, topic=topic,
-            created_at=_now(),
+            created_by=created_by, created_at=_now(),
         )  # fmt: skip
 
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO channels (id, workspace_id, name, kind, topic, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (channel.id, workspace_id, name, kind, topic, channel.created_at),
+                    "INSERT INTO channels (id, workspace_id, name, kind, topic, created_by,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (channel.id, workspace_id, name, kind, topic, created_by, channel.created_at),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"a channel named {name!r} exists in this workspace") from None
@@ -227,6 +240,80 @@ class SqliteStore:
 
         await self._write(insert)
         return channel
+
+    async def channel_by_name(self, workspace_id: str, name: str) -> Channel | None:
+        found = await self._channels_where("workspace_id = ? AND name = ?", workspace_id, name)
+        return found[0] if found else None
+
+    async def list_channels(
+        self, workspace_id: str, *, include_archived: bool = False
+    ) -> list[Channel]:
+        where = "workspace_id = ? AND kind = 'channel'"
+        if not include_archived:
+            where += " AND archived = 0"
+        return await self._channels_where(where + " ORDER BY created_at", workspace_id)
+
+    async def _channels_where(self, where: str, *args: Any) -> list[Channel]:
+        sql = (
+            "SELECT id, workspace_id, name, kind, topic, archived, created_by, metadata,"
+            f" created_at FROM channels WHERE {where}"
+        )
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [
+            Channel(
+                **{
+                    **dict(r),
+                    "archived": bool(r["archived"]),
+                    "metadata": json.loads(r["metadata"]),
+                }
+            )
+            for r in rows
+        ]
+
+    async def join_channel(self, channel_id: str, agent_id: str) -> bool:
+        def insert(conn: sqlite3.Connection) -> bool:
+            try:
+                done = conn.execute(
+                    "INSERT OR IGNORE INTO channel_members (channel_id, agent_id, joined_at)"
+                    " VALUES (?, ?, ?)",
+                    (channel_id, agent_id, _now()),
+                )
+            except sqlite3.IntegrityError:
+                raise NotFound("unknown channel or agent") from None
+            return done.rowcount == 1
+
+        return await self._write(insert)
+
+    async def channel_members(self, channel_id: str) -> list[Member]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT m.agent_id, a.name AS agent_name, m.joined_at FROM channel_members m"
+                " JOIN agents a ON a.id = m.agent_id WHERE m.channel_id = ? ORDER BY m.joined_at",
+                (channel_id,),
+            ).fetchall()
+        )
+        return [Member(**dict(row)) for row in rows]
+
+    async def channel_messages(
+        self,
+        channel_id: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> list[Message]:
+        # Ids are time-ordered, so they page as well as timestamps do.
+        where, args = "channel_id = ? AND thread_id IS NULL", [channel_id]
+        if before:
+            where, args = where + " AND id < ?", [*args, before]
+        if after:
+            where, args = where + " AND id > ?", [*args, after]
+        order = "ASC" if after else "DESC"
+        sql = f"SELECT id FROM messages WHERE {where} ORDER BY id {order} LIMIT ?"
+        rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        ids = sorted(row["id"] for row in rows)
+        found = [await self.message(message_id) for message_id in ids]
+        return [m for m in found if m is not None]
 
     async def post_message(
         self,

@@ -26,6 +26,7 @@ __all__ = [
     "Conflict",
     "Delivery",
     "EventRecord",
+    "Member",
     "Message",
     "NotFound",
     "Store",
@@ -57,10 +58,19 @@ class AckOutOfRange(StoreError):
     """An acknowledgement of nothing new (a replay) or of deliveries never sent."""
 
 
+_last_id_ms = 0
+_id_count = 0
+
+
 def ordered_id(prefix: str) -> str:
-    """An id that sorts by creation time (ms, then random): rows keyed by it are appended
-    to their index rather than inserted all over it, which keeps fan-out writes cheap."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(5)}"
+    """An id that sorts by creation, in this process: milliseconds, a counter within the
+    millisecond, then random bits. Rows keyed by it are appended to their index rather
+    than inserted all over it (cheap fan-out writes), and ids page like timestamps."""
+    global _last_id_ms, _id_count
+    now = max(time.time_ns() // 1_000_000, _last_id_ms)
+    _id_count = _id_count + 1 if now == _last_id_ms else 0
+    _last_id_ms = now
+    return f"{prefix}_{now:012x}{_id_count:04x}{secrets.token_hex(4)}"
 
 
 def new_secret(prefix: str) -> str:
@@ -84,6 +94,9 @@ class Agent(BaseModel):
     kind: AgentKind
     node_id: str | None = None
     metadata: dict[str, Any] = {}
+    persona: str | None = None
+    status: Literal["online", "offline", "away"] = "offline"
+    last_seen: str | None = None
     created_at: str
 
 
@@ -94,7 +107,15 @@ class Channel(BaseModel):
     kind: ChannelKind
     topic: str | None = None
     archived: bool = False
+    created_by: str | None = None
+    metadata: dict[str, Any] = {}
     created_at: str
+
+
+class Member(BaseModel):
+    agent_id: str
+    agent_name: str
+    joined_at: str
 
 
 class Message(BaseModel):
@@ -140,6 +161,8 @@ class Store(Protocol):
 
     async def workspace_by_key(self, key: str) -> Workspace | None: ...
 
+    async def workspace_by_id(self, workspace_id: str) -> Workspace | None: ...
+
     async def register_agent(
         self,
         workspace_id: str,
@@ -148,6 +171,7 @@ class Store(Protocol):
         kind: AgentKind = "agent",
         node_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        persona: str | None = None,
     ) -> tuple[Agent, str]:
         """A new participant and its token (shown once); `Conflict` if the name is taken."""
         ...
@@ -155,6 +179,34 @@ class Store(Protocol):
     async def agent_by_token(self, token: str) -> Agent | None: ...
 
     async def agent_by_name(self, workspace_id: str, name: str) -> Agent | None: ...
+
+    async def agent_by_id(self, agent_id: str) -> Agent | None: ...
+
+    async def list_agents(self, workspace_id: str) -> list[Agent]: ...
+
+    async def channel_by_name(self, workspace_id: str, name: str) -> Channel | None: ...
+
+    async def list_channels(
+        self, workspace_id: str, *, include_archived: bool = False
+    ) -> list[Channel]: ...
+
+    async def join_channel(self, channel_id: str, agent_id: str) -> bool:
+        """Add a member; False if it was one already."""
+        ...
+
+    async def channel_members(self, channel_id: str) -> list[Member]: ...
+
+    async def channel_messages(
+        self,
+        channel_id: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> list[Message]:
+        """The channel's top-level messages (not thread replies), oldest first: the
+        newest ``limit`` before ``before``, or the first ``limit`` after ``after``."""
+        ...
 
     async def create_channel(
         self,
@@ -164,6 +216,7 @@ class Store(Protocol):
         kind: ChannelKind = "channel",
         members: Sequence[str] = (),
         topic: str | None = None,
+        created_by: str | None = None,
     ) -> Channel: ...
 
     async def post_message(
