@@ -368,7 +368,7 @@ class SqliteStore:
                 raise NotFound(f"unknown target agent {unknown!r}")
             deliveries = [
                 Delivery(
-                    id=ordered_id("del"),
+                    id=delivery_id(agent_id, seqs[agent_id]),
                     agent_id=agent_id,
                     message_id=message.id,
                     seq=seqs[agent_id],
@@ -380,12 +380,9 @@ class SqliteStore:
                 for agent_id in wanted
             ]
             conn.executemany(
-                "INSERT INTO deliveries (id, workspace_id, agent_id, message_id, seq, mode,"
-                " status, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                [
-                    (d.id, workspace_id, d.agent_id, message.id, d.seq, mode, now)
-                    for d in deliveries
-                ],
+                "INSERT INTO deliveries (agent_id, seq, workspace_id, message_id, mode,"
+                " status, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                [(d.agent_id, d.seq, workspace_id, message.id, mode, now) for d in deliveries],
             )
             _insert_event(
                 conn, workspace_id, "message.created", message.model_dump(mode="json"),
@@ -415,7 +412,8 @@ class SqliteStore:
     async def unacked_deliveries(self, agent_id: str, limit: int = 500) -> list[Delivery]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT * FROM deliveries WHERE agent_id = ? AND acked = 0 ORDER BY seq LIMIT ?",
+                "SELECT d.* FROM deliveries d JOIN agent_cursors c ON c.agent_id = d.agent_id"
+                " WHERE d.agent_id = ? AND d.seq > c.acked_seq ORDER BY d.seq LIMIT ?",
                 (agent_id, limit),
             ).fetchall()
         )
@@ -443,8 +441,8 @@ class SqliteStore:
             )
             done = conn.execute(
                 "UPDATE deliveries SET acked = 1, updated_at = ?"
-                " WHERE agent_id = ? AND seq <= ? AND acked = 0",
-                (_now(), agent_id, up_to_seq),
+                " WHERE agent_id = ? AND seq > ? AND seq <= ?",
+                (_now(), agent_id, cursor["acked_seq"], up_to_seq),
             )
             return done.rowcount
 
@@ -459,13 +457,18 @@ class SqliteStore:
         retryable: bool | None = None,
         available_at: str | None = None,
     ) -> Delivery:
+        key = parse_delivery_id(delivery_id)
+
         def update(conn: sqlite3.Connection) -> Delivery:
-            row = conn.execute(
-                "UPDATE deliveries SET status = ?, reason = ?, retryable = ?, available_at = ?,"
-                " updated_at = ? WHERE id = ? RETURNING *",
-                (status, reason, retryable, available_at, _now(), delivery_id),
-            ).fetchone()
-            if row is None:
+            row = (
+                key
+                and conn.execute(
+                    "UPDATE deliveries SET status = ?, reason = ?, retryable = ?, available_at = ?,"
+                    " updated_at = ? WHERE agent_id = ? AND seq = ? RETURNING *",
+                    (status, reason, retryable, available_at, _now(), *key),
+                ).fetchone()
+            )
+            if not row:
                 raise NotFound(f"unknown delivery {delivery_id!r}")
             return _delivery(row)
 
@@ -555,9 +558,22 @@ def _insert_event(
     )
 
 
+def delivery_id(agent_id: str, seq: int) -> str:
+    """A delivery's id, made of its key: ``del_<agent id without agt_>_<seq>``."""
+    return f"del_{agent_id.removeprefix('agt_')}_{seq}"
+
+
+def parse_delivery_id(value: str) -> tuple[str, int] | None:
+    agent, _, seq = value.removeprefix("del_").rpartition("_")
+    if not value.startswith("del_") or not agent or not seq.isdigit():
+        return None
+    return f"agt_{agent}", int(seq)
+
+
 def _delivery(row: sqlite3.Row) -> Delivery:
     fields = dict(row)
     fields.pop("workspace_id", None)
+    fields["id"] = delivery_id(row["agent_id"], row["seq"])
     fields["acked"] = bool(row["acked"])
     fields["retryable"] = None if row["retryable"] is None else bool(row["retryable"])
     return Delivery(**fields)

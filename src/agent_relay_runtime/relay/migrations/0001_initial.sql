@@ -74,13 +74,14 @@ CREATE TABLE reads (
     PRIMARY KEY (message_id, agent_id)
 );
 
--- One row per (message, target agent), written with the message. seq counts per agent.
+-- One row per (message, target agent), written with the message. seq counts per agent;
+-- (agent, seq) is the key and the delivery's id is made of it: one b-tree to append to,
+-- which is what keeps fan-out writes cheap.
 CREATE TABLE deliveries (
-    id            TEXT PRIMARY KEY,
-    workspace_id  TEXT NOT NULL REFERENCES workspaces(id),
     agent_id      TEXT NOT NULL REFERENCES agents(id),
-    message_id    TEXT NOT NULL REFERENCES messages(id),
     seq           INTEGER NOT NULL,
+    workspace_id  TEXT NOT NULL REFERENCES workspaces(id),
+    message_id    TEXT NOT NULL REFERENCES messages(id),
     mode          TEXT NOT NULL CHECK (mode IN ('wait', 'steer')),
     status        TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'delivered', 'deferred', 'failed')),
     acked         INTEGER NOT NULL DEFAULT 0,
@@ -88,10 +89,8 @@ CREATE TABLE deliveries (
     reason        TEXT,
     retryable     INTEGER,
     updated_at    TEXT NOT NULL,
-    UNIQUE (agent_id, seq),
-    UNIQUE (agent_id, message_id)
-);
-CREATE INDEX deliveries_unacked ON deliveries (agent_id, acked, seq);
+    PRIMARY KEY (agent_id, seq)
+) WITHOUT ROWID;
 
 CREATE TABLE agent_cursors (
     agent_id   TEXT PRIMARY KEY REFERENCES agents(id),
