@@ -88,3 +88,46 @@ async def test_bad_bodies_get_precise_errors_and_nothing_is_written(relay: Runni
         with pytest.raises(RelayError) as unknown:
             await alice.send("#nowhere", "hi")
         assert (unknown.value.status, unknown.value.code) == (404, "channel_not_found")
+
+
+async def test_threads_reactions_and_read_state(relay: RunningRelay) -> None:
+    async with AsyncRelay(api_key=relay.key, base_url=relay.url) as client:
+        alice = await client.agents.register("alice")
+        bob = await client.agents.register("bob")
+        a, b = client.as_agent(alice.token), client.as_agent(bob.token)
+        await a.channels.create("general")
+        await b.channels.join("general")
+        parent = await a.send("general", "shall we ship?")
+        first = await b.reply(parent.id, "yes")
+        await a.reply(first.id, "then we ship")  # a reply to a reply joins the thread
+        thread = await b.thread(parent.id)
+        assert thread.parent.id == parent.id and thread.parent.reply_count == 2
+        assert [(m.agent_name, m.text) for m in thread.replies] == [
+            ("bob", "yes"),
+            ("alice", "then we ship"),
+        ]
+        # Replies stay out of the channel's top level.
+        assert [m.text for m in await a.messages("general")] == ["shall we ship?"]
+
+        await a.react(parent.id, "👍")
+        await b.react(parent.id, "👍")
+        await b.react(parent.id, "🚀")
+        await b.react(parent.id, "🚀")  # twice is once
+        groups = await a.reactions(parent.id)
+        assert [(g.emoji, g.count, g.agents) for g in groups] == [
+            ("👍", 2, ["alice", "bob"]),
+            ("🚀", 1, ["bob"]),
+        ]
+        await b.unreact(parent.id, "🚀")
+        assert [g.emoji for g in await a.reactions(parent.id)] == ["👍"]
+
+        await b.mark_read(parent.id)
+        await b.mark_read(parent.id)
+        readers = await a.readers(parent.id)
+        assert [(r.agent_name, r.agent_id) for r in readers] == [("bob", bob.id)]
+        seen = await a.message(parent.id)
+        assert (seen.read_by_count, seen.reply_count) == (1, 2)
+        assert [(g.emoji, g.count) for g in seen.reactions] == [("👍", 2)]
+        with pytest.raises(RelayError) as missing:
+            await a.react("msg_nope", "👍")
+        assert (missing.value.status, missing.value.code) == (404, "message_not_found")

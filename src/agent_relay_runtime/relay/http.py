@@ -7,7 +7,8 @@ key or an agent token (``at_…``), told apart by the token itself; ids and time
 strings. Never a 5xx after a write committed: the SDK retries a 5xx, POSTs included.
 
 Covered so far: the workspace, agent registration and listing, channels (create, list,
-get, join, members) and channel messages (post with durable deliveries, list, get).
+get, join, members), channel messages (post with durable deliveries, list, get), threads
+(replies), reactions and read state.
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ class PostMessage(_Body):
     mode: Literal["wait", "steer"] = "wait"
     attachments: list[str] | None = None
     data: dict[str, Any] | None = None
+
+
+class Reply(_Body):
+    text: str
+    mode: Literal["wait", "steer"] = "wait"
+    data: dict[str, Any] | None = None
+
+
+class React(_Body):
+    emoji: str
 
 
 class Caller(BaseModel):
@@ -152,6 +163,7 @@ def relay_app(store: Store) -> Starlette:
 
     async def message_view(message: Message, mode: str | None = None) -> dict[str, Any]:
         sender = await store.agent_by_id(message.agent_id)
+        stats = await store.message_stats(message.id)
         return {
             "id": message.id,
             "channel_id": message.channel_id,
@@ -163,9 +175,9 @@ def relay_app(store: Store) -> Starlette:
             "thread_id": message.thread_id,
             "created_at": message.created_at,
             "attachments": [],
-            "reply_count": 0,
-            "reactions": [],
-            "read_by_count": 0,
+            "reply_count": stats.reply_count,
+            "reactions": [group.model_dump() for group in stats.reactions],
+            "read_by_count": stats.read_by_count,
             "injection_mode": mode,
         }
 
@@ -238,45 +250,101 @@ def relay_app(store: Store) -> Starlette:
         channel = await channel_named(caller, request.path_params["name"])
         return [member_view(channel, m) for m in await store.channel_members(channel.id)]
 
-    async def post_message(request: Request, caller: Caller) -> Any:
+    async def send(
+        caller: Caller,
+        channel_id: str,
+        body: PostMessage | Reply,
+        thread_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Write a message with one delivery to each member and each @mentioned agent
+        (not the sender), and answer it as the client sees it."""
         agent = as_agent(caller)
-        channel = await channel_named(caller, request.path_params["name"])
-        body = await body_of(request, PostMessage)
         if len(body.text.encode()) > MAX_TEXT:
             raise ApiError(413, "message_too_large", f"text over {MAX_TEXT} bytes")
-        if body.attachments:
+        if isinstance(body, PostMessage) and body.attachments:
             raise ApiError(400, "invalid_request", "attachments are not supported yet")
         mentioned = []
         for name in dict.fromkeys(_MENTION.findall(body.text)):
             found = await store.agent_by_name(caller.workspace.id, name)
             if found is not None:
                 mentioned.append(found.id)
-        members = [m.agent_id for m in await store.channel_members(channel.id)]
+        members = [m.agent_id for m in await store.channel_members(channel_id)]
         targets = [a for a in dict.fromkeys([*members, *mentioned]) if a != agent.id]
         message, _ = await store.post_message(
-            workspace_id=caller.workspace.id, channel_id=channel.id, sender_id=agent.id,
+            workspace_id=caller.workspace.id, channel_id=channel_id, sender_id=agent.id,
             text=body.text, targets=targets, mode=body.mode, mentions=mentioned,
-            metadata=body.data,
+            metadata=body.data, thread_id=thread_id,
         )  # fmt: skip
         return await message_view(message, body.mode)
 
-    async def channel_messages(request: Request, caller: Caller) -> Any:
+    async def post_message(request: Request, caller: Caller) -> Any:
         channel = await channel_named(caller, request.path_params["name"])
+        return await send(caller, channel.id, await body_of(request, PostMessage))
+
+    async def message_named(caller: Caller, message_id: str) -> Message:
+        message = await store.message(message_id)
+        if message is None or message.workspace_id != caller.workspace.id:
+            raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+        return message
+
+    async def reply(request: Request, caller: Caller) -> Any:
+        parent = await message_named(caller, request.path_params["id"])
+        body = await body_of(request, Reply)
+        # A reply to a reply joins the same thread: threads are one level deep.
+        return await send(caller, parent.channel_id, body, parent.thread_id or parent.id)
+
+    async def thread(request: Request, caller: Caller) -> Any:
+        parent = await message_named(caller, request.path_params["id"])
+        limit, before, after = page_of(request)
+        replies = await store.thread_replies(parent.id, limit=limit, before=before, after=after)
+        return {
+            "parent": await message_view(parent),
+            "replies": [await message_view(m) for m in replies],
+        }
+
+    async def react(request: Request, caller: Caller) -> Any:
+        agent = as_agent(caller)
+        message = await message_named(caller, request.path_params["id"])
+        body = await body_of(request, React)
+        if not 0 < len(body.emoji) <= 64:
+            raise ApiError(400, "invalid_request", "emoji: 1 to 64 characters")
+        added = await store.react(message.id, agent.id, body.emoji, on=True)
+        return {"message_id": message.id, "emoji": body.emoji, "added": added}
+
+    async def unreact(request: Request, caller: Caller) -> Any:
+        agent = as_agent(caller)
+        message = await message_named(caller, request.path_params["id"])
+        await store.react(message.id, agent.id, request.path_params["emoji"], on=False)
+
+    async def reactions(request: Request, caller: Caller) -> Any:
+        message = await message_named(caller, request.path_params["id"])
+        return [g.model_dump() for g in (await store.message_stats(message.id)).reactions]
+
+    async def mark_read(request: Request, caller: Caller) -> Any:
+        agent = as_agent(caller)
+        message = await message_named(caller, request.path_params["id"])
+        return {"message_id": message.id, "read_at": await store.mark_read(message.id, agent.id)}
+
+    async def readers(request: Request, caller: Caller) -> Any:
+        message = await message_named(caller, request.path_params["id"])
+        return [r.model_dump() for r in await store.readers(message.id)]
+
+    def page_of(request: Request) -> tuple[int, str | None, str | None]:
         query = request.query_params
         try:
             limit = min(max(int(query.get("limit") or 50), 1), 500)
         except ValueError:
             raise ApiError(400, "invalid_request", "limit: not a number") from None
-        found = await store.channel_messages(
-            channel.id, limit=limit, before=query.get("before"), after=query.get("after")
-        )
+        return limit, query.get("before"), query.get("after")
+
+    async def channel_messages(request: Request, caller: Caller) -> Any:
+        channel = await channel_named(caller, request.path_params["name"])
+        limit, before, after = page_of(request)
+        found = await store.channel_messages(channel.id, limit=limit, before=before, after=after)
         return [await message_view(m) for m in found]
 
     async def get_message(request: Request, caller: Caller) -> Any:
-        message = await store.message(request.path_params["id"])
-        if message is None or message.workspace_id != caller.workspace.id:
-            raise ApiError(404, "message_not_found", "no such message")
-        return await message_view(message)
+        return await message_view(await message_named(caller, request.path_params["id"]))
 
     routes = [
         Route("/v1/workspace", endpoint(workspace_info), methods=["GET"]),
@@ -292,6 +360,13 @@ def relay_app(store: Store) -> Starlette:
         Route("/v1/channels/{name}/messages", endpoint(post_message, 201), methods=["POST"]),
         Route("/v1/channels/{name}/messages", endpoint(channel_messages), methods=["GET"]),
         Route("/v1/messages/{id}", endpoint(get_message), methods=["GET"]),
+        Route("/v1/messages/{id}/replies", endpoint(reply, 201), methods=["POST"]),
+        Route("/v1/messages/{id}/replies", endpoint(thread), methods=["GET"]),
+        Route("/v1/messages/{id}/reactions", endpoint(react, 201), methods=["POST"]),
+        Route("/v1/messages/{id}/reactions", endpoint(reactions), methods=["GET"]),
+        Route("/v1/messages/{id}/reactions/{emoji}", endpoint(unreact), methods=["DELETE"]),
+        Route("/v1/messages/{id}/read", endpoint(mark_read), methods=["POST"]),
+        Route("/v1/messages/{id}/readers", endpoint(readers), methods=["GET"]),
     ]
     return Starlette(routes=routes)
 

@@ -39,7 +39,10 @@ from .store import (
     EventRecord,
     Member,
     Message,
+    MessageStats,
     NotFound,
+    ReactionGroup,
+    Reader,
     StoreError,
     Workspace,
     hash_secret,
@@ -302,8 +305,24 @@ class SqliteStore:
         before: str | None = None,
         after: str | None = None,
     ) -> list[Message]:
+        where = "channel_id = ? AND thread_id IS NULL"
+        return await self._messages_page(where, channel_id, limit, before, after)
+
+    async def thread_replies(
+        self,
+        parent_id: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> list[Message]:
+        return await self._messages_page("thread_id = ?", parent_id, limit, before, after)
+
+    async def _messages_page(
+        self, where: str, key: str, limit: int, before: str | None, after: str | None
+    ) -> list[Message]:
         # Ids are time-ordered, so they page as well as timestamps do.
-        where, args = "channel_id = ? AND thread_id IS NULL", [channel_id]
+        args = [key]
         if before:
             where, args = where + " AND id < ?", [*args, before]
         if after:
@@ -314,6 +333,78 @@ class SqliteStore:
         ids = sorted(row["id"] for row in rows)
         found = [await self.message(message_id) for message_id in ids]
         return [m for m in found if m is not None]
+
+    async def message_stats(self, message_id: str) -> MessageStats:
+        def read(conn: sqlite3.Connection) -> MessageStats:
+            replies = conn.execute(
+                "SELECT count(*) FROM messages WHERE thread_id = ?", (message_id,)
+            ).fetchone()[0]
+            readers = conn.execute(
+                "SELECT count(*) FROM reads WHERE message_id = ?", (message_id,)
+            ).fetchone()[0]
+            groups: dict[str, list[str]] = {}
+            for row in conn.execute(
+                "SELECT r.emoji, a.name FROM reactions r JOIN agents a ON a.id = r.agent_id"
+                " WHERE r.message_id = ? ORDER BY r.created_at",
+                (message_id,),
+            ):
+                groups.setdefault(row["emoji"], []).append(row["name"])
+            reactions = [
+                ReactionGroup(emoji=emoji, count=len(names), agents=names)
+                for emoji, names in groups.items()
+            ]
+            return MessageStats(reply_count=replies, reactions=reactions, read_by_count=readers)
+
+        return await self._read(read)
+
+    async def react(self, message_id: str, agent_id: str, emoji: str, *, on: bool) -> bool:
+        def change(conn: sqlite3.Connection) -> bool:
+            if not on:
+                return (
+                    conn.execute(
+                        "DELETE FROM reactions WHERE message_id = ? AND agent_id = ? AND emoji = ?",
+                        (message_id, agent_id, emoji),
+                    ).rowcount
+                    == 1
+                )
+            try:
+                done = conn.execute(
+                    "INSERT OR IGNORE INTO reactions (message_id, agent_id, emoji, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (message_id, agent_id, emoji, _now()),
+                )
+            except sqlite3.IntegrityError:
+                raise NotFound(f"unknown message {message_id!r}") from None
+            return done.rowcount == 1
+
+        return await self._write(change)
+
+    async def mark_read(self, message_id: str, agent_id: str) -> str:
+        def change(conn: sqlite3.Connection) -> str:
+            try:
+                conn.execute(
+                    "INSERT OR IGNORE INTO reads (message_id, agent_id, read_at) VALUES (?, ?, ?)",
+                    (message_id, agent_id, _now()),
+                )
+            except sqlite3.IntegrityError:
+                raise NotFound(f"unknown message {message_id!r}") from None
+            row = conn.execute(
+                "SELECT read_at FROM reads WHERE message_id = ? AND agent_id = ?",
+                (message_id, agent_id),
+            ).fetchone()
+            return str(row["read_at"])
+
+        return await self._write(change)
+
+    async def readers(self, message_id: str) -> list[Reader]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT r.agent_id, a.name AS agent_name, r.read_at FROM reads r"
+                " JOIN agents a ON a.id = r.agent_id WHERE r.message_id = ? ORDER BY r.read_at",
+                (message_id,),
+            ).fetchall()
+        )
+        return [Reader(**dict(row)) for row in rows]
 
     async def post_message(
         self,

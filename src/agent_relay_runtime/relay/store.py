@@ -28,7 +28,10 @@ __all__ = [
     "EventRecord",
     "Member",
     "Message",
+    "MessageStats",
     "NotFound",
+    "ReactionGroup",
+    "Reader",
     "Store",
     "StoreError",
     "Workspace",
@@ -129,6 +132,24 @@ class Message(BaseModel):
     thread_id: str | None = None
     mentions: list[str] = []
     created_at: str
+
+
+class ReactionGroup(BaseModel):
+    emoji: str
+    count: int
+    agents: list[str]  # names
+
+
+class Reader(BaseModel):
+    agent_id: str
+    agent_name: str
+    read_at: str
+
+
+class MessageStats(BaseModel):
+    reply_count: int = 0
+    reactions: list[ReactionGroup] = []
+    read_by_count: int = 0
 
 
 class Delivery(BaseModel):
@@ -236,6 +257,29 @@ class Store(Protocol):
         """Write the message, its mentions and one delivery per target agent (each with
         the agent's next seq), and its ``message.created`` event, in one transaction."""
         ...
+
+    async def thread_replies(
+        self,
+        parent_id: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> list[Message]:
+        """Replies to ``parent_id``, oldest first (paged as `channel_messages`)."""
+        ...
+
+    async def message_stats(self, message_id: str) -> MessageStats: ...
+
+    async def react(self, message_id: str, agent_id: str, emoji: str, *, on: bool) -> bool:
+        """Add (``on``) or remove a reaction; False if nothing changed."""
+        ...
+
+    async def mark_read(self, message_id: str, agent_id: str) -> str:
+        """Record that the agent read the message; when it first did."""
+        ...
+
+    async def readers(self, message_id: str) -> list[Reader]: ...
 
     async def unacked_deliveries(self, agent_id: str, limit: int = 500) -> list[Delivery]:
         """The agent's deliveries not acknowledged yet, in seq order."""
