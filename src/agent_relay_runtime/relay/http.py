@@ -24,7 +24,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .store import Agent, Channel, Conflict, Message, NotFound, Store, StoreError, Workspace
+from .store import (
+    Agent,
+    Channel,
+    Conflict,
+    Message,
+    MessageStats,
+    NotFound,
+    Store,
+    StoreError,
+    Workspace,
+)
 
 __all__ = ["ApiError", "relay_app"]
 
@@ -161,9 +171,15 @@ def relay_app(store: Store) -> Starlette:
             raise ApiError(404, "channel_not_found", f"no channel named {name!r}")
         return channel
 
-    async def message_view(message: Message, mode: str | None = None) -> dict[str, Any]:
-        sender = await store.agent_by_id(message.agent_id)
-        stats = await store.message_stats(message.id)
+    async def message_view(
+        message: Message, mode: str | None = None, sender: Agent | None = None
+    ) -> dict[str, Any]:
+        """The message as clients see it. ``sender`` given means it was just written by
+        that agent: nothing to look up (no replies, reactions or readers yet)."""
+        stats = MessageStats()
+        if sender is None:
+            sender = await store.agent_by_id(message.agent_id)
+            stats = await store.message_stats(message.id)
         return {
             "id": message.id,
             "channel_id": message.channel_id,
@@ -275,7 +291,7 @@ def relay_app(store: Store) -> Starlette:
             text=body.text, targets=targets, mode=body.mode, mentions=mentioned,
             metadata=body.data, thread_id=thread_id,
         )  # fmt: skip
-        return await message_view(message, body.mode)
+        return await message_view(message, body.mode, sender=agent)
 
     async def post_message(request: Request, caller: Caller) -> Any:
         channel = await channel_named(caller, request.path_params["name"])

@@ -126,6 +126,9 @@ class SqliteStore:
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(lambda: fn(self._conn))
 
+    async def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return await self._read(lambda c: c.execute(sql, args).fetchall())
+
     # -- workspaces and participants ------------------------------------------------------------
 
     async def create_workspace(self, name: str) -> tuple[Workspace, str]:
@@ -152,8 +155,8 @@ class SqliteStore:
 
     async def _workspace_where(self, where: str, value: str) -> Workspace | None:
         sql = f"SELECT id, name, created_at FROM workspaces WHERE {where}"
-        row = await self._read(lambda c: c.execute(sql, (value,)).fetchone())
-        return Workspace(**dict(row)) if row else None
+        rows = await self._rows(sql, value)
+        return Workspace(**dict(rows[0])) if rows else None
 
     async def register_agent(
         self,
@@ -207,7 +210,7 @@ class SqliteStore:
             "SELECT id, workspace_id, name, kind, node_id, metadata, persona, status, last_seen,"
             f" created_at FROM agents WHERE {where}"
         )
-        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        rows = await self._rows(sql, *args)
         return [Agent(**{**dict(row), "metadata": json.loads(row["metadata"])}) for row in rows]
 
     # -- conversations and messages ---------------------------------------------------------------
@@ -261,7 +264,7 @@ class SqliteStore:
             "SELECT id, workspace_id, name, kind, topic, archived, created_by, metadata,"
             f" created_at FROM channels WHERE {where}"
         )
-        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        rows = await self._rows(sql, *args)
         return [
             Channel(
                 **{
@@ -288,12 +291,10 @@ class SqliteStore:
         return await self._write(insert)
 
     async def channel_members(self, channel_id: str) -> list[Member]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT m.agent_id, a.name AS agent_name, m.joined_at FROM channel_members m"
-                " JOIN agents a ON a.id = m.agent_id WHERE m.channel_id = ? ORDER BY m.joined_at",
-                (channel_id,),
-            ).fetchall()
+        rows = await self._rows(
+            "SELECT m.agent_id, a.name AS agent_name, m.joined_at FROM channel_members m"
+            " JOIN agents a ON a.id = m.agent_id WHERE m.channel_id = ? ORDER BY m.joined_at",
+            channel_id,
         )
         return [Member(**dict(row)) for row in rows]
 
@@ -329,7 +330,7 @@ class SqliteStore:
             where, args = where + " AND id > ?", [*args, after]
         order = "ASC" if after else "DESC"
         sql = f"SELECT id FROM messages WHERE {where} ORDER BY id {order} LIMIT ?"
-        rows = await self._read(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        rows = await self._rows(sql, *args, limit)
         ids = sorted(row["id"] for row in rows)
         found = [await self.message(message_id) for message_id in ids]
         return [m for m in found if m is not None]
@@ -397,12 +398,10 @@ class SqliteStore:
         return await self._write(change)
 
     async def readers(self, message_id: str) -> list[Reader]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT r.agent_id, a.name AS agent_name, r.read_at FROM reads r"
-                " JOIN agents a ON a.id = r.agent_id WHERE r.message_id = ? ORDER BY r.read_at",
-                (message_id,),
-            ).fetchall()
+        rows = await self._rows(
+            "SELECT r.agent_id, a.name AS agent_name, r.read_at FROM reads r"
+            " JOIN agents a ON a.id = r.agent_id WHERE r.message_id = ? ORDER BY r.read_at",
+            message_id,
         )
         return [Reader(**dict(row)) for row in rows]
 
@@ -501,12 +500,11 @@ class SqliteStore:
     # -- deliveries ---------------------------------------------------------------------------
 
     async def unacked_deliveries(self, agent_id: str, limit: int = 500) -> list[Delivery]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT d.* FROM deliveries d JOIN agent_cursors c ON c.agent_id = d.agent_id"
-                " WHERE d.agent_id = ? AND d.seq > c.acked_seq ORDER BY d.seq LIMIT ?",
-                (agent_id, limit),
-            ).fetchall()
+        rows = await self._rows(
+            "SELECT d.* FROM deliveries d JOIN agent_cursors c ON c.agent_id = d.agent_id"
+            " WHERE d.agent_id = ? AND d.seq > c.acked_seq ORDER BY d.seq LIMIT ?",
+            agent_id,
+            limit,
         )
         return [_delivery(row) for row in rows]
 
@@ -583,12 +581,12 @@ class SqliteStore:
     async def events_after(
         self, workspace_id: str, cursor: int, limit: int = 1000
     ) -> list[EventRecord]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT seq, type, agent, action, data, created_at FROM events"
-                " WHERE workspace_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (workspace_id, cursor, limit),
-            ).fetchall()
+        rows = await self._rows(
+            "SELECT seq, type, agent, action, data, created_at FROM events"
+            " WHERE workspace_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            workspace_id,
+            cursor,
+            limit,
         )
         return [EventRecord(**{**dict(row), "data": json.loads(row["data"])}) for row in rows]
 
