@@ -63,14 +63,14 @@ async def store_rates(messages: int, fanout: int) -> tuple[float, float]:
 
 def raw_rate(messages: int, fanout: int) -> float:
     """The schema's rows from plain sqlite3 in one transaction: the ceiling from Python."""
-    from agent_relay_runtime.relay.sqlite import _migrate
+    from agent_relay_runtime.relay.sqlite import migrate
 
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         conn = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = normal")
         conn.execute("PRAGMA foreign_keys = ON")
-        _migrate(conn)
+        migrate(conn)
         conn.execute("INSERT INTO workspaces VALUES ('w', 'w', 'h', 't')")
         for n in range(fanout + 1):
             conn.execute(

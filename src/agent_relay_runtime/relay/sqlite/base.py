@@ -1,0 +1,166 @@
+"""The relay's store on SQLite: WAL mode, versioned migrations, one connection.
+
+The connection lives in worker threads, one call at a time (a capacity limiter of one):
+SQLite has one writer anyway, and a single connection keeps each transaction whole.
+Changes are group-committed: the changes that arrive while a commit is under way go
+together into the next transaction, each in a savepoint of its own (one that fails is
+rolled back alone), and every caller returns only after the commit that holds its
+change. A commit is what costs (with fan-out, five times the work of the change itself),
+so this is what lets many writers through. With WAL and ``synchronous=NORMAL`` a commit
+survives the process being killed (a power loss may lose the last commits, which
+``synchronous="full"`` prevents at a cost).
+
+Migrations are the ``migrations/NNNN_*.sql`` files of this package, applied in order
+inside a transaction each, the schema version kept in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Generic, Self, TypeVar
+
+import anyio
+
+from ..store import StoreError
+
+__all__ = ["SqliteBase", "migrations", "timestamp"]
+
+T = TypeVar("T")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) of every migration shipped, in order."""
+    found = []
+    for entry in files("agent_relay_runtime.relay").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SqliteBase:
+    """The connection, group commit and reads that every part of the store builds on."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, synchronous: str) -> None:
+        self._conn = conn
+        self.path = path
+        self.synchronous = synchronous
+        self._limiter = anyio.CapacityLimiter(1)
+        self._queued: list[_Change[Any]] = []
+        self._committing = False
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: str = "normal") -> Self:
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: fan-out touches many index pages
+            migrate(conn)
+            return conn
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await anyio.to_thread.run_sync(connect)
+        return cls(conn, path, synchronous)
+
+    async def aclose(self) -> None:
+        await self._run(self._conn.close)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a transaction (its own savepoint), committed before this returns."""
+        change: _Change[T] = _Change(fn)
+        self._queued.append(change)
+        if self._committing:
+            await change.done.wait()
+        else:
+            # This caller commits, for itself and for whoever queues meanwhile; a change
+            # once queued is committed even if its caller is cancelled.
+            self._committing = True
+            try:
+                with anyio.CancelScope(shield=True):
+                    while self._queued:
+                        batch, self._queued = self._queued, []
+                        await self._run(partial(_commit, self._conn, batch))
+                        for each in batch:
+                            each.done.set()
+            finally:
+                self._committing = False
+        return change.outcome()
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda: fn(self._conn))
+
+    async def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return await self._read(lambda c: c.execute(sql, args).fetchall())
+
+
+class _Change(Generic[T]):
+    """A change waiting for its commit, and how it went."""
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+        self.done = anyio.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
+def _commit(conn: sqlite3.Connection, batch: list[_Change[Any]]) -> None:
+    """One transaction for the batch; a change that raises is undone alone."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for change in batch:
+            conn.execute("SAVEPOINT change")
+            try:
+                change.result = change.fn(conn)
+            except Exception as exc:  # the caller gets it; the others go on
+                conn.execute("ROLLBACK TO change")
+                change.error = exc
+            conn.execute("RELEASE change")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for change in batch:
+            change.error = change.error or exc
+            change.result = None
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations newer than the file's ``user_version``, each atomically."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    shipped = migrations()
+    newest = shipped[-1][0] if shipped else 0
+    if current > newest:
+        raise StoreError(
+            f"the relay database is at schema version {current}, newer than this"
+            f" agent-relay-runtime knows ({newest}); upgrade it"
+        )
+    for version, sql in shipped:
+        if version > current:
+            try:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
+                )
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise

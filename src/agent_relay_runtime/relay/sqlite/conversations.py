@@ -1,0 +1,229 @@
+"""Channels (and DMs), their members, messages, threads, reactions and read state."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ..store import (
+    Channel,
+    ChannelKind,
+    Conflict,
+    Member,
+    Message,
+    MessageStats,
+    NotFound,
+    ReactionGroup,
+    Reader,
+    ordered_id,
+)
+from .base import SqliteBase, timestamp
+
+
+class Conversations(SqliteBase):
+    async def create_channel(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        kind: ChannelKind = "channel",
+        members: Sequence[str] = (),
+        topic: str | None = None,
+        created_by: str | None = None,
+    ) -> Channel:
+        channel = Channel(
+            id=ordered_id("chn"), workspace_id=workspace_id, name=name, kind=kind, topic=topic,
+            created_by=created_by, created_at=timestamp(),
+        )  # fmt: skip
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO channels (id, workspace_id, name, kind, topic, created_by,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (channel.id, workspace_id, name, kind, topic, created_by, channel.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a channel named {name!r} exists in this workspace") from None
+            conn.executemany(
+                "INSERT INTO channel_members (channel_id, agent_id, joined_at) VALUES (?, ?, ?)",
+                [(channel.id, member, channel.created_at) for member in members],
+            )
+
+        await self._write(insert)
+        return channel
+
+    async def channel_by_name(self, workspace_id: str, name: str) -> Channel | None:
+        found = await self._channels_where("workspace_id = ? AND name = ?", workspace_id, name)
+        return found[0] if found else None
+
+    async def list_channels(
+        self, workspace_id: str, *, include_archived: bool = False
+    ) -> list[Channel]:
+        where = "workspace_id = ? AND kind = 'channel'"
+        if not include_archived:
+            where += " AND archived = 0"
+        return await self._channels_where(where + " ORDER BY created_at", workspace_id)
+
+    async def _channels_where(self, where: str, *args: Any) -> list[Channel]:
+        sql = (
+            "SELECT id, workspace_id, name, kind, topic, archived, created_by, metadata,"
+            f" created_at FROM channels WHERE {where}"
+        )
+        rows = await self._rows(sql, *args)
+        return [
+            Channel(
+                **{
+                    **dict(r),
+                    "archived": bool(r["archived"]),
+                    "metadata": json.loads(r["metadata"]),
+                }
+            )
+            for r in rows
+        ]
+
+    async def join_channel(self, channel_id: str, agent_id: str) -> bool:
+        def insert(conn: sqlite3.Connection) -> bool:
+            try:
+                done = conn.execute(
+                    "INSERT OR IGNORE INTO channel_members (channel_id, agent_id, joined_at)"
+                    " VALUES (?, ?, ?)",
+                    (channel_id, agent_id, timestamp()),
+                )
+            except sqlite3.IntegrityError:
+                raise NotFound("unknown channel or agent") from None
+            return done.rowcount == 1
+
+        return await self._write(insert)
+
+    async def channel_members(self, channel_id: str) -> list[Member]:
+        rows = await self._rows(
+            "SELECT m.agent_id, a.name AS agent_name, m.joined_at FROM channel_members m"
+            " JOIN agents a ON a.id = m.agent_id WHERE m.channel_id = ? ORDER BY m.joined_at",
+            channel_id,
+        )
+        return [Member(**dict(row)) for row in rows]
+
+    async def channel_messages(
+        self,
+        channel_id: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> list[Message]:
+        where = "channel_id = ? AND thread_id IS NULL"
+        return await self._messages_page(where, channel_id, limit, before, after)
+
+    async def thread_replies(
+        self,
+        parent_id: str,
+        *,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> list[Message]:
+        return await self._messages_page("thread_id = ?", parent_id, limit, before, after)
+
+    async def _messages_page(
+        self, where: str, key: str, limit: int, before: str | None, after: str | None
+    ) -> list[Message]:
+        # Ids are time-ordered, so they page as well as timestamps do.
+        args = [key]
+        if before:
+            where, args = where + " AND id < ?", [*args, before]
+        if after:
+            where, args = where + " AND id > ?", [*args, after]
+        order = "ASC" if after else "DESC"
+        sql = f"SELECT id FROM messages WHERE {where} ORDER BY id {order} LIMIT ?"
+        rows = await self._rows(sql, *args, limit)
+        ids = sorted(row["id"] for row in rows)
+        found = [await self.message(message_id) for message_id in ids]
+        return [m for m in found if m is not None]
+
+    async def message_stats(self, message_id: str) -> MessageStats:
+        def read(conn: sqlite3.Connection) -> MessageStats:
+            replies = conn.execute(
+                "SELECT count(*) FROM messages WHERE thread_id = ?", (message_id,)
+            ).fetchone()[0]
+            readers = conn.execute(
+                "SELECT count(*) FROM reads WHERE message_id = ?", (message_id,)
+            ).fetchone()[0]
+            groups: dict[str, list[str]] = {}
+            for row in conn.execute(
+                "SELECT r.emoji, a.name FROM reactions r JOIN agents a ON a.id = r.agent_id"
+                " WHERE r.message_id = ? ORDER BY r.created_at",
+                (message_id,),
+            ):
+                groups.setdefault(row["emoji"], []).append(row["name"])
+            reactions = [
+                ReactionGroup(emoji=emoji, count=len(names), agents=names)
+                for emoji, names in groups.items()
+            ]
+            return MessageStats(reply_count=replies, reactions=reactions, read_by_count=readers)
+
+        return await self._read(read)
+
+    async def react(self, message_id: str, agent_id: str, emoji: str, *, on: bool) -> bool:
+        def change(conn: sqlite3.Connection) -> bool:
+            if not on:
+                return (
+                    conn.execute(
+                        "DELETE FROM reactions WHERE message_id = ? AND agent_id = ? AND emoji = ?",
+                        (message_id, agent_id, emoji),
+                    ).rowcount
+                    == 1
+                )
+            try:
+                done = conn.execute(
+                    "INSERT OR IGNORE INTO reactions (message_id, agent_id, emoji, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (message_id, agent_id, emoji, timestamp()),
+                )
+            except sqlite3.IntegrityError:
+                raise NotFound(f"unknown message {message_id!r}") from None
+            return done.rowcount == 1
+
+        return await self._write(change)
+
+    async def mark_read(self, message_id: str, agent_id: str) -> str:
+        def change(conn: sqlite3.Connection) -> str:
+            try:
+                conn.execute(
+                    "INSERT OR IGNORE INTO reads (message_id, agent_id, read_at) VALUES (?, ?, ?)",
+                    (message_id, agent_id, timestamp()),
+                )
+            except sqlite3.IntegrityError:
+                raise NotFound(f"unknown message {message_id!r}") from None
+            row = conn.execute(
+                "SELECT read_at FROM reads WHERE message_id = ? AND agent_id = ?",
+                (message_id, agent_id),
+            ).fetchone()
+            return str(row["read_at"])
+
+        return await self._write(change)
+
+    async def readers(self, message_id: str) -> list[Reader]:
+        rows = await self._rows(
+            "SELECT r.agent_id, a.name AS agent_name, r.read_at FROM reads r"
+            " JOIN agents a ON a.id = r.agent_id WHERE r.message_id = ? ORDER BY r.read_at",
+            message_id,
+        )
+        return [Reader(**dict(row)) for row in rows]
+
+    async def message(self, message_id: str) -> Message | None:
+        def read(conn: sqlite3.Connection) -> Message | None:
+            row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                return None
+            mentioned = conn.execute(
+                "SELECT agent_id FROM mentions WHERE message_id = ?", (message_id,)
+            ).fetchall()
+            fields = dict(row)
+            fields["blocks"] = None if row["blocks"] is None else json.loads(row["blocks"])
+            fields["metadata"] = json.loads(row["metadata"])
+            return Message(**fields, mentions=[m["agent_id"] for m in mentioned])
+
+        return await self._read(read)
