@@ -11,7 +11,7 @@ import anyio
 import pytest
 import uvicorn
 
-from agent_relay_runtime.relay.http import relay_app
+from agent_relay_runtime.relay.rest import relay_app
 from agent_relay_runtime.relay.sqlite import SqliteStore
 
 
