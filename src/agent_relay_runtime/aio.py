@@ -26,6 +26,11 @@ class Notifier:
     async def wait(self) -> None:
         await self._event.wait()
 
+    def waiter(self) -> anyio.Event:
+        """The event the next `notify` sets: take it *before* checking for work, then wait
+        on it, and a notify that comes while checking is not missed."""
+        return self._event
+
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     found: list[BaseException] = []

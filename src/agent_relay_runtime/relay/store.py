@@ -14,24 +14,30 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
+from ..aio import Notifier
+
 __all__ = [
     "AckOutOfRange",
+    "Action",
     "Agent",
     "Channel",
     "Conflict",
     "Delivery",
     "EventRecord",
+    "Invocation",
     "Member",
     "Message",
     "MessageStats",
+    "Node",
     "NotFound",
     "ReactionGroup",
     "Reader",
+    "Receipt",
     "Store",
     "StoreError",
     "Workspace",
@@ -163,7 +169,65 @@ class Delivery(BaseModel):
     available_at: str | None = None
     reason: str | None = None
     retryable: bool | None = None
+    evidence: str | None = None
     updated_at: str
+
+
+class Node(BaseModel):
+    """A runtime connected (or once connected) to the workspace."""
+
+    id: str
+    workspace_id: str
+    name: str
+    capabilities: list[dict[str, Any]] = []
+    version: str | None = None
+    status: Literal["online", "offline"] = "offline"
+    last_seen: str | None = None
+    created_at: str
+
+
+class Action(BaseModel):
+    """A typed action a node handles. ``available_to`` lists selectors (``{"name": …}``,
+    ``{"type": "agent"|"human"|"system"}``); None lets every participant invoke it."""
+
+    id: str
+    workspace_id: str
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = {}
+    available_to: list[dict[str, Any]] | None = None
+    owner: str  # the node that handles it
+    when_offline: Literal["fail", "queue"] = "fail"
+    timeout_s: float | None = None
+    registered_at: str
+
+
+InvocationStatus = Literal["invoked", "completed", "failed", "denied"]
+
+
+class Invocation(BaseModel):
+    """One invocation of an action, kept as its audit record."""
+
+    id: str
+    workspace_id: str
+    action: str
+    caller_agent_id: str | None = None
+    caller_name: str | None = None
+    input: Any = None
+    status: InvocationStatus
+    output: Any = None
+    error: str | None = None
+    handler_node: str | None = None
+    created_at: str
+    dispatched_at: str | None = None
+    finished_at: str | None = None
+
+
+class Receipt(BaseModel):
+    """Where one target's delivery of a message stands."""
+
+    agent_name: str
+    delivery: Delivery
 
 
 class EventRecord(BaseModel):
@@ -298,6 +362,7 @@ class Store(Protocol):
         reason: str | None = None,
         retryable: bool | None = None,
         available_at: str | None = None,
+        evidence: str | None = None,
     ) -> Delivery: ...
 
     async def message(self, message_id: str) -> Message | None: ...
@@ -317,5 +382,78 @@ class Store(Protocol):
     ) -> list[EventRecord]:
         """The workspace's events with ``seq > cursor``, in order."""
         ...
+
+    # -- real time: what the relay's hub listens to --------------------------------------------
+
+    committed: Notifier
+    """Notified after every commit (the event log's readers wait on it)."""
+
+    on_deliveries: list[Callable[[list[Delivery], dict[str, Any]], None]]
+    """Called after a message's commit with its deliveries and their push payload."""
+
+    async def deliveries_after(
+        self, agent_id: str, after_seq: int, limit: int = 500
+    ) -> list[tuple[Delivery, dict[str, Any]]]:
+        """The agent's deliveries with ``seq > after_seq``, each with its push payload."""
+        ...
+
+    async def acked_seq(self, agent_id: str) -> int: ...
+
+    async def receipts(self, message_id: str) -> list[Receipt]: ...
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def node_online(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        capabilities: list[dict[str, Any]],
+        version: str | None = None,
+    ) -> Node: ...
+
+    async def node_offline(self, node_id: str) -> None: ...
+
+    async def list_nodes(self, workspace_id: str) -> list[Node]: ...
+
+    async def bind_agent(
+        self, workspace_id: str, name: str, node_id: str
+    ) -> tuple[Agent, str, int]:
+        """The agent hosted by the node (registered if new), a fresh token, its acked seq."""
+        ...
+
+    async def unbind_agent(self, agent_id: str) -> None: ...
+
+    # -- actions ----------------------------------------------------------------------------
+
+    async def put_action(self, action: Action) -> None: ...
+
+    async def drop_actions(self, workspace_id: str, owner: str, keep: list[str]) -> list[str]: ...
+
+    async def action_named(self, workspace_id: str, name: str) -> Action | None: ...
+
+    async def list_actions(self, workspace_id: str) -> list[Action]: ...
+
+    async def record_invocation(
+        self,
+        workspace_id: str,
+        action: str,
+        *,
+        caller_agent_id: str | None,
+        caller_name: str | None,
+        input: Any,
+        status: InvocationStatus = "invoked",
+        error: str | None = None,
+    ) -> Invocation: ...
+
+    async def mark_dispatched(self, invocation_id: str, node_id: str) -> None: ...
+
+    async def finish_invocation(
+        self, invocation_id: str, *, output: Any = None, error: str | None = None
+    ) -> tuple[Invocation, bool]: ...
+
+    async def invocation(self, invocation_id: str) -> Invocation | None: ...
+
+    async def waiting_invocations(self, workspace_id: str, action: str) -> list[Invocation]: ...
 
     async def aclose(self) -> None: ...

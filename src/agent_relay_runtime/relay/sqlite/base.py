@@ -26,7 +26,8 @@ from typing import Any, Generic, Self, TypeVar
 
 import anyio
 
-from ..store import StoreError
+from ...aio import Notifier
+from ..store import Delivery, StoreError
 
 __all__ = ["SqliteBase", "migrations", "timestamp"]
 
@@ -56,6 +57,10 @@ class SqliteBase:
         self._limiter = anyio.CapacityLimiter(1)
         self._queued: list[_Change[Any]] = []
         self._committing = False
+        # Told after every commit: the event log's readers wait on it.
+        self.committed = Notifier()
+        # Told, after the commit, of each message's deliveries and what is pushed of it.
+        self.on_deliveries: list[Callable[[list[Delivery], dict[str, Any]], None]] = []
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "normal") -> Self:
@@ -97,6 +102,7 @@ class SqliteBase:
                         await self._run(partial(_commit, self._conn, batch))
                         for each in batch:
                             each.done.set()
+                        self.committed.notify()
             finally:
                 self._committing = False
         return change.outcome()

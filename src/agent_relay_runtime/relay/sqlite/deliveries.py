@@ -1,4 +1,10 @@
-"""Posting a message with its durable deliveries; acknowledgements and receipts."""
+"""Posting a message with its durable deliveries; acknowledgements and receipts.
+
+A delivery's push payload (the ``message.created`` data of a ``deliver`` frame) is built
+in the same transaction that writes the message, and handed to ``on_deliveries`` after
+the commit: a node that is caught up gets it without another read. A node catching up
+reads its backlog with `deliveries_after`, which builds the same payload from the rows.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from ..store import (
     DeliveryStatus,
     Message,
     NotFound,
+    Receipt,
     ordered_id,
 )
 from .base import SqliteBase, timestamp
@@ -41,7 +48,7 @@ class Deliveries(SqliteBase):
             thread_id=thread_id, mentions=list(mentions), created_at=now,
         )  # fmt: skip
 
-        def insert(conn: sqlite3.Connection) -> list[Delivery]:
+        def insert(conn: sqlite3.Connection) -> tuple[list[Delivery], dict[str, Any]]:
             try:
                 conn.execute(
                     "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
@@ -56,6 +63,12 @@ class Deliveries(SqliteBase):
                 )
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
+            names = conn.execute(
+                "SELECT a.name AS from_name, c.name AS channel_name, c.kind AS channel_kind"
+                " FROM agents a, channels c WHERE a.id = ? AND c.id = ?",
+                (sender_id, channel_id),
+            ).fetchone()
+            payload = push_payload(message, dict(names), mode)
             # Every target's next seq in one statement, then the rows in one more.
             wanted = list(dict.fromkeys(targets))
             marks = ", ".join("?" * len(wanted))
@@ -89,13 +102,43 @@ class Deliveries(SqliteBase):
                 " status, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                 [(d.agent_id, d.seq, workspace_id, message.id, mode, now) for d in deliveries],
             )
-            insert_event(
-                conn, workspace_id, "message.created", message.model_dump(mode="json"),
-                agent=sender_id,
-            )  # fmt: skip
-            return deliveries
+            insert_event(conn, workspace_id, "message.created", payload, agent=names["from_name"])
+            return deliveries, payload
 
-        return message, await self._write(insert)
+        deliveries, payload = await self._write(insert)
+        for listener in self.on_deliveries:
+            listener(deliveries, payload)
+        return message, deliveries
+
+    async def deliveries_after(
+        self, agent_id: str, after_seq: int, limit: int = 500
+    ) -> list[tuple[Delivery, dict[str, Any]]]:
+        """The agent's deliveries with ``seq > after_seq``, each with its push payload."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Delivery, dict[str, Any]]]:
+            rows = conn.execute(
+                "SELECT d.*, m.channel_id, m.agent_id AS sender_id, m.text, m.blocks,"
+                " m.metadata, m.thread_id, m.created_at, a.name AS from_name,"
+                " c.name AS channel_name, c.kind AS channel_kind"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " JOIN agents a ON a.id = m.agent_id JOIN channels c ON c.id = m.channel_id"
+                " WHERE d.agent_id = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                (agent_id, after_seq, limit),
+            ).fetchall()
+            found = []
+            for row in rows:
+                message = Message(
+                    id=row["message_id"], workspace_id=row["workspace_id"],
+                    channel_id=row["channel_id"], agent_id=row["sender_id"], text=row["text"],
+                    blocks=None if row["blocks"] is None else json.loads(row["blocks"]),
+                    metadata=json.loads(row["metadata"]), thread_id=row["thread_id"],
+                    created_at=row["created_at"],
+                )  # fmt: skip
+                names = {k: row[k] for k in ("from_name", "channel_name", "channel_kind")}
+                found.append((_delivery(row), push_payload(message, names, row["mode"])))
+            return found
+
+        return await self._read(read)
 
     async def unacked_deliveries(self, agent_id: str, limit: int = 500) -> list[Delivery]:
         rows = await self._rows(
@@ -105,6 +148,12 @@ class Deliveries(SqliteBase):
             limit,
         )
         return [_delivery(row) for row in rows]
+
+    async def acked_seq(self, agent_id: str) -> int:
+        rows = await self._rows("SELECT acked_seq FROM agent_cursors WHERE agent_id = ?", agent_id)
+        if not rows:
+            raise NotFound(f"unknown agent {agent_id!r}")
+        return int(rows[0]["acked_seq"])
 
     async def ack(self, agent_id: str, up_to_seq: int) -> int:
         def update(conn: sqlite3.Connection) -> int:
@@ -143,7 +192,10 @@ class Deliveries(SqliteBase):
         reason: str | None = None,
         retryable: bool | None = None,
         available_at: str | None = None,
+        evidence: str | None = None,
     ) -> Delivery:
+        """Record the runtime's receipt for a delivery, and its ``delivery.<status>`` event.
+        A final receipt (delivered, failed) is never replaced by a later non-final one."""
         key = parse_delivery_id(delivery_id)
 
         def update(conn: sqlite3.Connection) -> Delivery:
@@ -151,15 +203,69 @@ class Deliveries(SqliteBase):
                 key
                 and conn.execute(
                     "UPDATE deliveries SET status = ?, reason = ?, retryable = ?, available_at = ?,"
-                    " updated_at = ? WHERE agent_id = ? AND seq = ? RETURNING *",
-                    (status, reason, retryable, available_at, timestamp(), *key),
+                    " evidence = ?, updated_at = ? WHERE agent_id = ? AND seq = ?"
+                    " AND (status NOT IN ('delivered', 'failed') OR ? IN ('delivered', 'failed'))"
+                    " RETURNING *",
+                    (status, reason, retryable, available_at, evidence, timestamp(), *key,
+                     status),
                 ).fetchone()
-            )
+            )  # fmt: skip
             if not row:
-                raise NotFound(f"unknown delivery {delivery_id!r}")
-            return _delivery(row)
+                found = (
+                    key
+                    and conn.execute(
+                        "SELECT * FROM deliveries WHERE agent_id = ? AND seq = ?", key
+                    ).fetchone()
+                )
+                if not found:
+                    raise NotFound(f"unknown delivery {delivery_id!r}")
+                return _delivery(found)  # already final: the late receipt changes nothing
+            delivery = _delivery(row)
+            agent = conn.execute("SELECT name FROM agents WHERE id = ?", (row["agent_id"],))
+            name = agent.fetchone()["name"]
+            insert_event(
+                conn, row["workspace_id"], f"delivery.{status}",
+                {"delivery_id": delivery.id, "message_id": delivery.message_id,
+                 "agent_name": name, "seq": delivery.seq,
+                 "reason": reason, "retryable": retryable, "available_at": available_at,
+                 "evidence": evidence},
+                agent=name,
+            )  # fmt: skip
+            return delivery
 
         return await self._write(update)
+
+    async def receipts(self, message_id: str) -> list[Receipt]:
+        """Every target's delivery of the message, as it stands."""
+        rows = await self._rows(
+            "SELECT d.*, a.name AS agent_name FROM deliveries d JOIN agents a"
+            " ON a.id = d.agent_id WHERE d.message_id = ? ORDER BY a.name",
+            message_id,
+        )
+        return [Receipt(agent_name=row["agent_name"], delivery=_delivery(row)) for row in rows]
+
+
+def push_payload(message: Message, names: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The ``message.created`` data a ``deliver`` frame carries (relaycast's shape)."""
+    channel = names["channel_name"] if names.get("channel_kind", "channel") == "channel" else None
+    return {
+        "id": message.id,
+        "channel_id": message.channel_id,
+        "agent_id": message.agent_id,
+        "agent_name": names["from_name"],
+        "text": message.text,
+        "blocks": message.blocks,
+        "metadata": message.metadata,
+        "has_attachments": False,
+        "thread_id": message.thread_id,
+        "created_at": message.created_at,
+        "mentions": message.mentions,
+        "attachments": [],
+        "injection_mode": mode,
+        "channel_name": channel,
+        "conversation_kind": names.get("channel_kind", "channel"),
+        "from_name": names["from_name"],
+    }
 
 
 def delivery_id(agent_id: str, seq: int) -> str:
@@ -175,9 +281,7 @@ def parse_delivery_id(value: str) -> tuple[str, int] | None:
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:
-    fields = dict(row)
-    fields.pop("workspace_id", None)
-    fields["id"] = delivery_id(row["agent_id"], row["seq"])
+    fields = {k: row[k] for k in Delivery.model_fields if k != "id" and k in row.keys()}  # noqa: SIM118 - a Row is not a dict
     fields["acked"] = bool(row["acked"])
     fields["retryable"] = None if row["retryable"] is None else bool(row["retryable"])
-    return Delivery(**fields)
+    return Delivery(id=delivery_id(row["agent_id"], row["seq"]), **fields)

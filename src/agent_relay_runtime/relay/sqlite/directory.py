@@ -78,7 +78,13 @@ class Directory(SqliteBase):
         return agent, token
 
     async def agent_by_token(self, token: str) -> Agent | None:
-        return await self._agent_where("token_hash = ?", hash_secret(token))
+        # The token given at registration, or one a node was given for the agent since.
+        hashed = hash_secret(token)
+        return await self._agent_where(
+            "token_hash = ? OR id = (SELECT agent_id FROM agent_tokens WHERE token_hash = ?)",
+            hashed,
+            hashed,
+        )
 
     async def agent_by_name(self, workspace_id: str, name: str) -> Agent | None:
         return await self._agent_where("workspace_id = ? AND name = ?", workspace_id, name)

@@ -1,0 +1,122 @@
+"""Nodes (the runtimes that host agents and handle actions) and the agents they host."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ..store import Agent, Conflict, Node, NotFound, hash_secret, new_secret, ordered_id
+from .base import timestamp
+from .directory import Directory
+
+
+class Nodes(Directory):
+    async def node_online(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        capabilities: list[dict[str, Any]],
+        version: str | None = None,
+    ) -> Node:
+        """Record that the node named ``name`` is connected (created on first sight)."""
+        now = timestamp()
+
+        def upsert(conn: sqlite3.Connection) -> Node:
+            row = conn.execute(
+                "INSERT INTO nodes (id, workspace_id, name, capabilities, version, status,"
+                " last_seen, created_at) VALUES (?, ?, ?, ?, ?, 'online', ?, ?)"
+                " ON CONFLICT (workspace_id, name) DO UPDATE SET"
+                " capabilities = excluded.capabilities,"
+                " version = excluded.version, status = 'online', last_seen = excluded.last_seen"
+                " RETURNING *",
+                (ordered_id("node"), workspace_id, name, json.dumps(capabilities), version,
+                 now, now),
+            ).fetchone()  # fmt: skip
+            return _node(row)
+
+        return await self._write(upsert)
+
+    async def node_offline(self, node_id: str) -> None:
+        """The node is gone: it and the agents it hosted are offline."""
+
+        def update(conn: sqlite3.Connection) -> None:
+            now = timestamp()
+            conn.execute(
+                "UPDATE nodes SET status = 'offline', last_seen = ? WHERE id = ?", (now, node_id)
+            )
+            conn.execute(
+                "UPDATE agents SET status = 'offline', last_seen = ? WHERE node_id = ?",
+                (now, node_id),
+            )
+
+        await self._write(update)
+
+    async def list_nodes(self, workspace_id: str) -> list[Node]:
+        rows = await self._rows(
+            "SELECT * FROM nodes WHERE workspace_id = ? ORDER BY name", workspace_id
+        )
+        return [_node(row) for row in rows]
+
+    async def bind_agent(
+        self, workspace_id: str, name: str, node_id: str
+    ) -> tuple[Agent, str, int]:
+        """The agent ``name`` hosted by ``node_id`` (registered if new), online, with a
+        fresh token for it and its acknowledged seq. `Conflict` if the name belongs to a
+        participant no node hosts (a human, or an agent registered over REST)."""
+        token, now = new_secret("at_live_"), timestamp()
+
+        def bind(conn: sqlite3.Connection) -> tuple[str, int]:
+            row = conn.execute(
+                "SELECT id, node_id, kind FROM agents WHERE workspace_id = ? AND name = ?",
+                (workspace_id, name),
+            ).fetchone()
+            if row is None:
+                agent_id = ordered_id("agt")
+                conn.execute(
+                    "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
+                    " status, last_seen, created_at)"
+                    " VALUES (?, ?, ?, 'agent', ?, ?, 'online', ?, ?)",
+                    (agent_id, workspace_id, name, hash_secret(token), node_id, now, now),
+                )
+                conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent_id,))
+            elif row["node_id"] is None or row["kind"] != "agent":
+                raise Conflict(f"the name {name!r} belongs to a participant no node hosts")
+            else:
+                agent_id = row["id"]
+                conn.execute(
+                    "UPDATE agents SET node_id = ?, status = 'online', last_seen = ? WHERE id = ?",
+                    (node_id, now, agent_id),
+                )
+                conn.execute(
+                    "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
+                    (hash_secret(token), agent_id, now),
+                )
+            acked = conn.execute(
+                "SELECT acked_seq FROM agent_cursors WHERE agent_id = ?", (agent_id,)
+            ).fetchone()
+            return agent_id, int(acked["acked_seq"])
+
+        agent_id, acked = await self._write(bind)
+        agent = await self.agent_by_id(agent_id)
+        assert agent is not None
+        return agent, token, acked
+
+    async def unbind_agent(self, agent_id: str) -> None:
+        """The node no longer hosts the agent: offline, and the node's tokens for it revoked."""
+
+        def update(conn: sqlite3.Connection) -> None:
+            done = conn.execute(
+                "UPDATE agents SET status = 'offline', last_seen = ? WHERE id = ?",
+                (timestamp(), agent_id),
+            )
+            if not done.rowcount:
+                raise NotFound(f"unknown agent {agent_id!r}")
+            conn.execute("DELETE FROM agent_tokens WHERE agent_id = ?", (agent_id,))
+
+        await self._write(update)
+
+
+def _node(row: sqlite3.Row) -> Node:
+    return Node(**{**dict(row), "capabilities": json.loads(row["capabilities"])})
