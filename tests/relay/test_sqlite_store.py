@@ -89,12 +89,12 @@ async def test_a_message_is_written_with_one_delivery_per_target(store: SqliteSt
         text="again", targets=[ids["a"]],
     )  # fmt: skip
     assert [d.seq for d in more] == [2]  # per-agent sequence
-    events = await store.events_after(workspace_id, 0)
+    events, _ = await store.events_after(workspace_id, 0)
     assert [(e.type, e.data["id"]) for e in events] == [
         ("message.created", message.id),
         ("message.created", second.id),
     ]
-    assert [e.seq for e in await store.events_after(workspace_id, events[0].seq)] == [events[1].seq]
+    assert [e.seq for e in (await store.events_after(workspace_id, events[0].seq))[0]] == [events[1].seq]
 
 
 async def test_nothing_is_half_written_when_a_target_is_unknown(store: SqliteStore) -> None:
@@ -108,7 +108,7 @@ async def test_nothing_is_half_written_when_a_target_is_unknown(store: SqliteSto
     conn = sqlite3.connect(store.path)
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
-    assert await store.events_after(workspace_id, 0) == []
+    assert (await store.events_after(workspace_id, 0))[0] == []
     # The failed message took no seq: the next delivery is still seq 1.
     _, [delivery] = await store.post_message(
         workspace_id=workspace_id, channel_id=channel.id, sender_id=ids["sender"],
@@ -181,6 +181,6 @@ async def test_a_kill_9_after_the_write_loses_nothing(tmp_path: Path) -> None:
     try:
         [pending] = await store.unacked_deliveries(agent_id)
         assert (pending.message_id, pending.seq, pending.status) == (message_id, 1, "pending")
-        assert [e.type for e in await store.events_after(workspace_id, 0)] == ["message.created"]
+        assert [e.type for e in (await store.events_after(workspace_id, 0))[0]] == ["message.created"]
     finally:
         await store.aclose()

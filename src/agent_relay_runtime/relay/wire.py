@@ -8,7 +8,9 @@ as relaycast-sdk sends some) and a ``type``. A request may carry an
 node → relay: `NodeRegister`, `NodeHeartbeat`, `NodeDeregister`, `AgentRegister`,
 `AgentDeregister`, `DeliveryAck` (cumulative ``up_to_seq``), `ActionResult`,
 `InventorySync`. relay → node: `Deliver`, `ActionInvoke`, `Ping`; both ways: `Reply`,
-`Error`.
+`Error`. Extensions this runtime's nodes send (a relaycast relay without them answers
+``unknown_type`` and the node carries on): `DeliveryReceipt`, `AgentEvents`,
+`NodeCapabilities`. relaycast-sdk also sends `NodeSpawn` and receives `ContextUpdate`.
 
 Frames keep fields they do not know (a newer peer's additions) and give them back on
 encode, and encode only the fields that were present, so a frame read and written again
@@ -27,18 +29,23 @@ __all__ = [
     "ActionInvoke",
     "ActionResult",
     "AgentDeregister",
+    "AgentEvents",
     "AgentRegister",
     "Capability",
+    "ContextUpdate",
     "Deliver",
     "DeliverPayload",
     "DeliveryAck",
+    "DeliveryReceipt",
     "Error",
     "Frame",
     "InventoryAgent",
     "InventorySync",
+    "NodeCapabilities",
     "NodeDeregister",
     "NodeHeartbeat",
     "NodeRegister",
+    "NodeSpawn",
     "Ping",
     "Pong",
     "Reply",
@@ -182,6 +189,55 @@ class ActionInvoke(_Frame):
     agent_name: str | None = None
 
 
+class DeliveryReceipt(_Frame):
+    """Extension: where the runtime's delivery of ``seq`` to ``agent`` stands (accepted,
+    deferred with ``available_at``, delivered with ``evidence``, failed with
+    ``retryable``). An ack still follows a final receipt."""
+
+    type: Literal["delivery.receipt"] = "delivery.receipt"
+    agent: str
+    seq: int = Field(ge=1)
+    status: Literal["accepted", "deferred", "delivered", "failed"]
+    reason: str | None = None
+    retryable: bool | None = None
+    available_at: str | None = None
+    evidence: str | None = None
+
+
+class AgentEvent(_Part):
+    type: str
+
+
+class AgentEvents(_Frame):
+    """Extension: session events (status, transcript, tools, files) of the node's agents,
+    for the workspace's event log."""
+
+    type: Literal["agent.events"] = "agent.events"
+    agent: str
+    events: list[AgentEvent] = Field(max_length=1000)
+
+
+class NodeCapabilities(_Frame):
+    """Extension: the node's whole capability set from now on (actions added or
+    dropped); answered like ``node.register`` with ``accepted_capabilities``."""
+
+    type: Literal["node.capabilities"] = "node.capabilities"
+    capabilities: list[Capability]
+
+
+class NodeSpawn(_Frame):
+    """relaycast-sdk's NodeProvider asks the relay to spawn an agent (not served here)."""
+
+    type: Literal["node.spawn"] = "node.spawn"
+    input: Any = None
+
+
+class ContextUpdate(_Frame):
+    type: Literal["context.update"] = "context.update"
+    event: str
+    data: dict[str, Any] = {}
+
+
 class Ping(_Frame):
     type: Literal["ping"] = "ping"
 
@@ -214,6 +270,11 @@ Frame = Annotated[
     | InventorySync
     | Deliver
     | ActionInvoke
+    | DeliveryReceipt
+    | AgentEvents
+    | NodeCapabilities
+    | NodeSpawn
+    | ContextUpdate
     | Ping
     | Pong
     | Reply
@@ -225,8 +286,8 @@ _TYPES = {
     cls.model_fields["type"].default
     for cls in (
         NodeRegister, NodeHeartbeat, NodeDeregister, AgentRegister, AgentDeregister,
-        DeliveryAck, ActionResult, InventorySync, Deliver, ActionInvoke, Ping, Pong, Reply,
-        Error,
+        DeliveryAck, ActionResult, InventorySync, Deliver, ActionInvoke, DeliveryReceipt,
+        AgentEvents, NodeCapabilities, NodeSpawn, ContextUpdate, Ping, Pong, Reply, Error,
     )
 }  # fmt: skip
 

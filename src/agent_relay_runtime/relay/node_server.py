@@ -1,0 +1,288 @@
+"""``/v1/node/ws``, relay side: one `NodeLink` per connected node.
+
+The node authenticates with the workspace key (``?token=`` as relaycast clients send it,
+or a bearer header) and must open with ``node.register``; the reply lists
+``accepted_capabilities``. Then: ``agent.register`` binds an agent to this node (a fresh
+token for it, its acknowledged seq) and starts its pump; ``delivery.receipt`` and
+``delivery.ack`` record what the runtime did with a delivery; ``action.result`` ends an
+invocation; ``agent.events`` adds session events to the workspace's log. A frame that
+cannot be accepted is answered with an ``error`` frame naming the problem and the
+connection carries on. A node silent for `DEAD_AFTER` seconds is dropped (relaycast
+nodes heartbeat every 15–30 s); the relay pings every `PING_EVERY` s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import anyio
+import anyio.abc
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..logs import get_logger
+from .actions import ActionService
+from .hub import Hub, Pump
+from .rest.kit import Api, ApiError
+from .sqlite.deliveries import delivery_id
+from .store import AckOutOfRange, Agent, Node, StoreError, Workspace
+from .wire import (
+    ActionResult,
+    AgentDeregister,
+    AgentEvents,
+    AgentRegister,
+    DeliveryAck,
+    DeliveryReceipt,
+    Error,
+    Frame,
+    InventorySync,
+    NodeCapabilities,
+    NodeDeregister,
+    NodeHeartbeat,
+    NodeRegister,
+    Ping,
+    Pong,
+    Reply,
+    WireError,
+    decode,
+    encode,
+)
+
+__all__ = ["DEAD_AFTER", "NodeLink", "node_route"]
+
+DEAD_AFTER = 48.0
+PING_EVERY = 20.0
+REGISTER_WITHIN = 10.0
+log = get_logger().bind(component="relay.node")
+
+
+def node_route(api: Api, hub: Hub, actions: ActionService) -> WebSocketRoute:
+    async def endpoint(websocket: WebSocket) -> None:
+        scheme, _, bearer = websocket.headers.get("authorization", "").partition(" ")
+        token = websocket.query_params.get("token") or (
+            bearer if scheme.lower() == "bearer" else None
+        )
+        try:
+            caller = await api.caller_of(token)
+        except ApiError:
+            await websocket.close(code=1008)  # before accept: the handshake gets a 403
+            return
+        if caller.agent is not None:
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        await NodeLink(websocket, caller.workspace, api, hub, actions).run()
+
+    return WebSocketRoute("/v1/node/ws", endpoint)
+
+
+class NodeLink:
+    """One node's connection: reads its frames, writes the relay's."""
+
+    def __init__(
+        self, websocket: WebSocket, workspace: Workspace, api: Api, hub: Hub, actions: ActionService
+    ) -> None:
+        self.ws, self.workspace, self.store = websocket, workspace, api.store
+        self.hub, self.actions = hub, actions
+        self.node_id = ""
+        self.node: Node | None = None
+        self.agents: dict[str, tuple[Agent, Pump]] = {}
+        self._out, self._outq = anyio.create_memory_object_stream[str](1024)
+        self.task_group: anyio.abc.TaskGroup
+
+    async def send(self, frame: Frame) -> None:
+        await self._out.send(encode(frame))
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self.task_group = tg
+                tg.start_soon(self._write)
+                try:
+                    if await self._register():
+                        tg.start_soon(self._ping)
+                        await self._read()
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._gone()
+
+    async def _receive(self, timeout: float) -> str | None:
+        with anyio.move_on_after(timeout):
+            try:
+                message = await self.ws.receive()
+            except WebSocketDisconnect:
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            text = message.get("text")
+            return text if text is not None else (message.get("bytes") or b"").decode()
+        await self._close(4008, f"no frame for {timeout:g} s")
+        return None
+
+    async def _register(self) -> bool:
+        raw = await self._receive(REGISTER_WITHIN)
+        if raw is None:
+            return False
+        try:
+            frame = decode(raw)
+        except WireError as exc:
+            await self._refuse(raw, exc.code, exc.message)
+            return False
+        if not isinstance(frame, NodeRegister):
+            await self.send(
+                Error(id=frame.id, code="not_registered", message="send node.register first")
+            )
+            return False
+        capabilities = [c.model_dump(exclude_none=True) for c in frame.capabilities]
+        self.node = await self.store.node_online(
+            self.workspace.id, frame.name, capabilities=capabilities, version=frame.version
+        )
+        self.node_id = self.node.id
+        self.hub.node_connected(self)
+        accepted = await self.actions.handler_online(self.workspace.id, self, frame.capabilities)
+        data = {"node_id": self.node.id, "name": self.node.name, "accepted_capabilities": accepted}
+        await self.send(Reply(id=frame.id, data=data))
+        log.info("node_registered", node=self.node.name, workspace=self.workspace.name)
+        return True
+
+    async def _read(self) -> None:
+        while True:
+            raw = await self._receive(DEAD_AFTER)
+            if raw is None:
+                return
+            try:
+                frame = decode(raw)
+            except WireError as exc:
+                await self._refuse(raw, exc.code, exc.message)
+                continue
+            try:
+                if await self._handle(frame) is False:
+                    return
+            except (StoreError, ApiError) as exc:
+                code = "ack_out_of_range" if isinstance(exc, AckOutOfRange) else "refused"
+                code = getattr(exc, "code", code)
+                await self.send(Error(id=frame.id, code=code, message=str(exc)))
+
+    async def _handle(self, frame: Frame) -> bool | None:
+        """Act on one frame; False ends the connection."""
+        match frame:
+            case AgentRegister():
+                await self._agent_register(frame)
+            case AgentDeregister():
+                self._hosted(frame.name or "", frame.agent_id)
+                await self._drop_agent(frame.name or "", frame.agent_id)
+                await self._ok(frame)
+            case DeliveryAck():
+                agent = self._hosted(frame.agent)
+                await self.store.ack(agent.id, frame.up_to_seq)
+                await self._ok(frame)
+            case DeliveryReceipt():
+                agent = self._hosted(frame.agent)
+                await self.store.set_receipt(
+                    delivery_id(agent.id, frame.seq), frame.status, reason=frame.reason,
+                    retryable=frame.retryable, available_at=frame.available_at,
+                    evidence=frame.evidence,
+                )  # fmt: skip
+                await self._ok(frame)
+            case AgentEvents():
+                self._hosted(frame.agent)
+                await self.store.append_events(
+                    self.workspace.id, frame.agent, [e.model_dump() for e in frame.events]
+                )
+                await self._ok(frame)
+            case ActionResult():
+                error = frame.error if "error" in frame.model_fields_set else None
+                await self.actions.result(self, frame.invocation_id, frame.output, error)
+                await self._ok(frame)
+            case NodeCapabilities():
+                accepted = await self.actions.handler_online(
+                    self.workspace.id, self, frame.capabilities
+                )
+                await self.send(Reply(id=frame.id, data={"accepted_capabilities": accepted}))
+            case InventorySync():
+                listed = {a.name for a in frame.agents}
+                for name in [n for n in self.agents if n not in listed]:
+                    await self._drop_agent(name, None)
+                await self._ok(frame)
+            case NodeHeartbeat():
+                await self._ok(frame)
+            case Ping():
+                await self.send(Pong(id=frame.id))
+            case NodeDeregister():
+                await self._ok(frame)
+                return False
+            case Pong() | Reply() | Error():
+                pass
+            case _:
+                await self.send(
+                    Error(
+                        id=frame.id, code="unsupported", message=f"{frame.type} is not served here"
+                    )
+                )
+        return None
+
+    async def _agent_register(self, frame: AgentRegister) -> None:
+        assert self.node is not None
+        agent, token, acked = await self.store.bind_agent(
+            self.workspace.id, frame.name, self.node.id
+        )
+        old = self.agents.pop(agent.name, None)
+        if old is not None:
+            self.hub.detach(old[1])
+        pump = Pump(self.store, agent, self, acked)
+        self.hub.attach(pump)
+        self.agents[agent.name] = (agent, pump)
+        data = {"agent_id": agent.id, "token": token, "name": agent.name, "delivery_ack_seq": acked}
+        await self.send(Reply(id=frame.id, data=data))
+        self.task_group.start_soon(pump.run)
+
+    def _hosted(self, name: str, agent_id: str | None = None) -> Agent:
+        for agent, _ in self.agents.values():
+            if agent.name == name or agent.id == agent_id:
+                return agent
+        raise ApiError(404, "agent_not_hosted", f"this node does not host an agent named {name!r}")
+
+    async def _drop_agent(self, name: str, agent_id: str | None) -> None:
+        agent = self._hosted(name, agent_id)
+        _, pump = self.agents.pop(agent.name)
+        self.hub.detach(pump)
+        await self.store.unbind_agent(agent.id)
+
+    async def _ok(self, frame: Frame) -> None:
+        if frame.id is not None:
+            await self.send(Reply(id=frame.id, data={}))
+
+    async def _refuse(self, raw: str, code: str, message: str) -> None:
+        request_id = None
+        with contextlib.suppress(ValueError, AttributeError):
+            request_id = json.loads(raw).get("id")
+        await self.send(
+            Error(
+                id=request_id if isinstance(request_id, str) else None, code=code, message=message
+            )
+        )
+
+    async def _write(self) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            async for text in self._outq:
+                await self.ws.send_text(text)
+
+    async def _ping(self) -> None:
+        while True:
+            await anyio.sleep(PING_EVERY)  # a heartbeat period, not synchronization
+            await self.send(Ping())
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, reason=reason)
+
+    async def _gone(self) -> None:
+        for _, pump in self.agents.values():
+            self.hub.detach(pump)
+        await self.actions.handler_gone(self)
+        if self.node is not None and self.hub.node_gone(self):
+            await self.store.node_offline(self.node.id)
+            log.info("node_gone", node=self.node.name, workspace=self.workspace.name)
