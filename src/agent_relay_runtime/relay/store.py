@@ -27,19 +27,26 @@ __all__ = [
     "Agent",
     "Channel",
     "Conflict",
+    "Conversation",
     "Delivery",
     "EventRecord",
+    "FileRecord",
+    "Inbox",
     "Invocation",
     "Member",
+    "Mention",
     "Message",
     "MessageStats",
     "Node",
     "NotFound",
     "ReactionGroup",
+    "ReactionNote",
+    "ReadMarker",
     "Reader",
     "Receipt",
     "Store",
     "StoreError",
+    "Unread",
     "Workspace",
     "hash_secret",
     "new_secret",
@@ -49,6 +56,8 @@ __all__ = [
 AgentKind = Literal["agent", "human", "system"]
 ChannelKind = Literal["channel", "dm", "group_dm"]
 DeliveryStatus = Literal["pending", "accepted", "delivered", "deferred", "failed"]
+FileStatus = Literal["pending", "complete", "deleted"]
+AgentStatus = Literal["online", "offline", "away"]
 
 
 class StoreError(Exception):
@@ -237,6 +246,81 @@ class EventRecord(BaseModel):
     action: str | None = None
     data: dict[str, Any]
     created_at: str
+
+
+class FileRecord(BaseModel):
+    """A file: declared (``pending``), its bytes received, then ``complete``; ``deleted``
+    keeps the record (attachments refer to it) but not the bytes."""
+
+    id: str
+    workspace_id: str
+    uploaded_by: str  # agent id
+    uploader_name: str
+    filename: str
+    content_type: str
+    size: int  # declared at upload
+    received: int | None = None  # bytes stored so far (None: none)
+    status: FileStatus
+    expires_at: str  # of the upload URL
+    created_at: str
+    completed_at: str | None = None
+
+
+class Conversation(BaseModel):
+    """A DM or group DM as one of its participants sees it."""
+
+    channel: Channel
+    participants: list[str]  # names, in joining order
+    last_text: str | None = None
+    unread_count: int = 0
+
+
+class Unread(BaseModel):
+    """A conversation holding top-level messages an agent has not read: how many, and the
+    newest of them."""
+
+    channel_id: str
+    channel_name: str
+    kind: ChannelKind
+    count: int
+    latest_id: str
+    latest_text: str
+    latest_at: str
+    latest_sender: str  # name
+
+
+class Mention(BaseModel):
+    message_id: str
+    channel_name: str
+    sender: str  # name
+    text: str
+    created_at: str
+
+
+class ReactionNote(BaseModel):
+    """Someone else's reaction to one of the agent's messages."""
+
+    message_id: str
+    channel_name: str
+    emoji: str
+    agent_name: str
+    created_at: str
+
+
+class Inbox(BaseModel):
+    channels: list[Unread]
+    mentions: list[Mention]
+    dms: list[Unread]
+    reactions: list[ReactionNote]
+
+
+class ReadMarker(BaseModel):
+    """The newest message of a channel a member has read (its own messages count)."""
+
+    agent_id: str
+    agent_name: str
+    last_read_id: str | None = None
+    last_read_at: str | None = None
 
 
 class Store(Protocol):
@@ -457,3 +541,108 @@ class Store(Protocol):
     async def waiting_invocations(self, workspace_id: str, action: str) -> list[Invocation]: ...
 
     async def aclose(self) -> None: ...
+
+    # Conversations: channel state, DMs, read state.
+
+    async def channel_by_id(self, channel_id: str) -> Channel | None: ...
+
+    async def leave_channel(self, channel_id: str, agent_id: str) -> bool:
+        """Remove a member; False if it was not one."""
+        ...
+
+    async def update_channel(
+        self,
+        channel_id: str,
+        *,
+        topic: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Channel:
+        """Set what is given (None: unchanged); `Conflict` if the channel is archived."""
+        ...
+
+    async def archive_channel(self, channel_id: str) -> bool:
+        """Archive (no new messages from then on); False if it was already."""
+        ...
+
+    async def set_muted(self, channel_id: str, agent_id: str, muted: bool) -> bool:
+        """Mute or unmute the channel for the agent; False if nothing changed."""
+        ...
+
+    async def open_dm(self, workspace_id: str, agent_id: str, other_id: str) -> Channel:
+        """The 1:1 DM of the two agents, created the first time."""
+        ...
+
+    async def create_group_dm(
+        self, workspace_id: str, created_by: str, members: Sequence[str], name: str | None
+    ) -> Channel:
+        """A new group DM of ``members`` (the creator among them)."""
+        ...
+
+    async def dm_conversations(self, agent_id: str) -> list[Conversation]:
+        """The agent's DMs and group DMs, the most recently active first."""
+        ...
+
+    async def inbox(self, agent_id: str, limit: int = 50) -> Inbox:
+        """What the agent has not read, at most ``limit`` of each kind; see the SQLite
+        store for the rules."""
+        ...
+
+    async def read_status(self, channel_id: str) -> list[ReadMarker]:
+        """Each member's newest read message of the channel."""
+        ...
+
+    # Files and attachments.
+
+    async def create_file(
+        self,
+        workspace_id: str,
+        uploaded_by: str,
+        filename: str,
+        content_type: str,
+        size: int,
+        expires_at: str,
+    ) -> FileRecord: ...
+
+    async def file_by_id(self, file_id: str) -> FileRecord | None: ...
+
+    async def file_visible(self, file_id: str, agent_id: str) -> bool:
+        """Whether the agent may see the file: it uploaded it, or the file is attached to
+        a message of a channel, or of a DM it takes part in."""
+        ...
+
+    async def list_files(
+        self,
+        workspace_id: str,
+        *,
+        viewer: str | None = None,
+        uploaded_by: str | None = None,
+        limit: int = 50,
+    ) -> list[FileRecord]:
+        """The workspace's files not deleted, newest first; only those ``viewer`` (an agent
+        id) may see, if given."""
+        ...
+
+    async def file_received(self, file_id: str, received: int) -> FileRecord:
+        """Record that the bytes are stored; `Conflict` unless the file is pending."""
+        ...
+
+    async def complete_file(self, file_id: str) -> FileRecord:
+        """Mark a pending file with its bytes complete (again: no change); `Conflict` if
+        the bytes are missing or the file is deleted."""
+        ...
+
+    async def delete_file(self, file_id: str) -> FileRecord:
+        """Mark the file deleted; `NotFound` if unknown or deleted already."""
+        ...
+
+    async def attach_files(self, message_id: str, file_ids: Sequence[str]) -> None: ...
+
+    async def message_attachments(self, message_id: str) -> list[FileRecord]:
+        """The message's attachments not deleted, in the order given."""
+        ...
+
+    # Presence.
+
+    async def set_presence(self, agent_id: str, status: AgentStatus) -> Agent:
+        """Set the agent's status, and its last_seen to now."""
+        ...

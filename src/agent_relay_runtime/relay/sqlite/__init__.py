@@ -4,14 +4,31 @@ from __future__ import annotations
 
 from .actions import Actions
 from .base import migrations
+from .channel_admin import ChannelAdmin
 from .conversations import Conversations
 from .deliveries import Deliveries, delivery_id, parse_delivery_id
 from .directory import Directory
+from .dms import Dms
 from .events import Events
+from .files import Files
 from .nodes import Nodes
+from .presence import Presence
+from .read_state import ReadState
 
 __all__ = ["SqliteStore", "delivery_id", "migrations", "parse_delivery_id"]
 
 
-class SqliteStore(Nodes, Directory, Conversations, Deliveries, Actions, Events):
+class SqliteStore(
+    Nodes,
+    Directory,
+    Conversations,
+    Deliveries,
+    Actions,
+    Events,
+    ChannelAdmin,
+    Dms,
+    ReadState,
+    Files,
+    Presence,
+):
     """`Store` on one SQLite file. Open with `SqliteStore.open`."""

@@ -59,6 +59,10 @@ class Conversations(SqliteBase):
         found = await self._channels_where("workspace_id = ? AND name = ?", workspace_id, name)
         return found[0] if found else None
 
+    async def channel_by_id(self, channel_id: str) -> Channel | None:
+        found = await self._channels_where("id = ?", channel_id)
+        return found[0] if found else None
+
     async def list_channels(
         self, workspace_id: str, *, include_archived: bool = False
     ) -> list[Channel]:

@@ -1,0 +1,157 @@
+"""Files (their records; the bytes are kept by the REST layer) and message attachments."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from ..store import Conflict, FileRecord, NotFound, ordered_id
+from .base import SqliteBase, timestamp
+from .events import insert_event
+
+__all__ = ["Files"]
+
+_SELECT = "SELECT f.*, a.name AS uploader_name FROM files f JOIN agents a ON a.id = f.uploaded_by"
+
+# Whether agent ``?`` may see file ``f``: it uploaded it, or the file is attached to a
+# message of a channel, or of a DM or group DM the agent takes part in.
+_VISIBLE = (
+    "(f.uploaded_by = ? OR EXISTS (SELECT 1 FROM message_attachments ma"
+    " JOIN messages m ON m.id = ma.message_id JOIN channels c ON c.id = m.channel_id"
+    " WHERE ma.file_id = f.id AND (c.kind = 'channel' OR EXISTS (SELECT 1 FROM"
+    " channel_members cm WHERE cm.channel_id = c.id AND cm.agent_id = ?))))"
+)
+
+
+def _file(conn: sqlite3.Connection, file_id: str) -> FileRecord | None:
+    row = conn.execute(f"{_SELECT} WHERE f.id = ?", (file_id,)).fetchone()
+    return FileRecord(**dict(row)) if row else None
+
+
+class Files(SqliteBase):
+    async def create_file(
+        self,
+        workspace_id: str,
+        uploaded_by: str,
+        filename: str,
+        content_type: str,
+        size: int,
+        expires_at: str,
+    ) -> FileRecord:
+        file_id = ordered_id("file")
+
+        def insert(conn: sqlite3.Connection) -> FileRecord | None:
+            try:
+                conn.execute(
+                    "INSERT INTO files (id, workspace_id, uploaded_by, filename, content_type,"
+                    " size, status, expires_at, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    (file_id, workspace_id, uploaded_by, filename, content_type, size,
+                     expires_at, timestamp()),
+                )  # fmt: skip
+            except sqlite3.IntegrityError:
+                raise NotFound("unknown workspace or agent") from None
+            return _file(conn, file_id)
+
+        created = await self._write(insert)
+        assert created is not None
+        return created
+
+    async def file_by_id(self, file_id: str) -> FileRecord | None:
+        return await self._read(lambda conn: _file(conn, file_id))
+
+    async def file_visible(self, file_id: str, agent_id: str) -> bool:
+        rows = await self._rows(
+            f"SELECT 1 FROM files f WHERE f.id = ? AND {_VISIBLE}", file_id, agent_id, agent_id
+        )
+        return bool(rows)
+
+    async def list_files(
+        self,
+        workspace_id: str,
+        *,
+        viewer: str | None = None,
+        uploaded_by: str | None = None,
+        limit: int = 50,
+    ) -> list[FileRecord]:
+        where, args = "f.workspace_id = ? AND f.status != 'deleted'", [workspace_id]
+        if uploaded_by is not None:
+            where, args = where + " AND f.uploaded_by = ?", [*args, uploaded_by]
+        if viewer is not None:
+            where, args = f"{where} AND {_VISIBLE}", [*args, viewer, viewer]
+        rows = await self._rows(f"{_SELECT} WHERE {where} ORDER BY f.id DESC LIMIT ?", *args, limit)
+        return [FileRecord(**dict(row)) for row in rows]
+
+    async def file_received(self, file_id: str, received: int) -> FileRecord:
+        def update(conn: sqlite3.Connection) -> FileRecord:
+            done = conn.execute(
+                "UPDATE files SET received = ? WHERE id = ? AND status = 'pending'",
+                (received, file_id),
+            )
+            found = _file(conn, file_id)
+            if found is None:
+                raise NotFound(f"unknown file {file_id!r}")
+            if done.rowcount != 1:
+                raise Conflict(f"file {file_id!r} is {found.status}: it takes no more bytes")
+            return found
+
+        return await self._write(update)
+
+    async def complete_file(self, file_id: str) -> FileRecord:
+        def update(conn: sqlite3.Connection) -> FileRecord:
+            found = _file(conn, file_id)
+            if found is None or found.status == "deleted":
+                raise NotFound(f"unknown file {file_id!r}")
+            if found.status == "complete":
+                return found
+            if found.received is None:
+                raise Conflict(f"file {file_id!r}: no bytes were uploaded")
+            conn.execute(
+                "UPDATE files SET status = 'complete', completed_at = ? WHERE id = ?",
+                (timestamp(), file_id),
+            )
+            insert_event(
+                conn, found.workspace_id, "file.uploaded",
+                {"file": {"file_id": file_id, "filename": found.filename,
+                          "uploaded_by": found.uploader_name}},
+                agent=found.uploader_name,
+            )  # fmt: skip
+            completed = _file(conn, file_id)
+            assert completed is not None
+            return completed
+
+        return await self._write(update)
+
+    async def delete_file(self, file_id: str) -> FileRecord:
+        def update(conn: sqlite3.Connection) -> FileRecord:
+            done = conn.execute(
+                "UPDATE files SET status = 'deleted' WHERE id = ? AND status != 'deleted'",
+                (file_id,),
+            )
+            found = _file(conn, file_id)
+            if found is None or done.rowcount != 1:
+                raise NotFound(f"unknown file {file_id!r}")
+            return found
+
+        return await self._write(update)
+
+    async def attach_files(self, message_id: str, file_ids: Sequence[str]) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.executemany(
+                    "INSERT INTO message_attachments (message_id, file_id, position)"
+                    " VALUES (?, ?, ?)",
+                    [(message_id, f, i) for i, f in enumerate(dict.fromkeys(file_ids))],
+                )
+            except sqlite3.IntegrityError:
+                raise NotFound("unknown message or file") from None
+
+        await self._write(insert)
+
+    async def message_attachments(self, message_id: str) -> list[FileRecord]:
+        rows = await self._rows(
+            f"{_SELECT} JOIN message_attachments ma ON ma.file_id = f.id"
+            " WHERE ma.message_id = ? AND f.status != 'deleted' ORDER BY ma.position",
+            message_id,
+        )
+        return [FileRecord(**dict(row)) for row in rows]

@@ -1,0 +1,27 @@
+"""Agents' presence: online while they heartbeat, offline when they say so."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from ..store import Agent, AgentStatus, NotFound
+from .base import SqliteBase, timestamp
+
+__all__ = ["Presence"]
+
+
+class Presence(SqliteBase):
+    async def set_presence(self, agent_id: str, status: AgentStatus) -> Agent:
+        def update(conn: sqlite3.Connection) -> Agent:
+            row = conn.execute(
+                "UPDATE agents SET status = ?, last_seen = ? WHERE id = ? RETURNING id,"
+                " workspace_id, name, kind, node_id, metadata, persona, status, last_seen,"
+                " created_at",
+                (status, timestamp(), agent_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"unknown agent {agent_id!r}")
+            return Agent(**{**dict(row), "metadata": json.loads(row["metadata"])})
+
+        return await self._write(update)
