@@ -6,26 +6,37 @@ errors, auth, bodies, views). See docs/relaycast-rest.md for the shapes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from starlette.applications import Starlette
 
 from ..actions import ActionService
 from ..hub import Hub
 from ..node_server import node_route
 from ..store import Store
-from . import actions, agents, channels, events, messages
+from . import actions, agents, channels, dms, events, files, inbox, messages, presence
 from .kit import Api, ApiError
 
 __all__ = ["Api", "ApiError", "relay_app"]
 
 
-def relay_app(store: Store) -> Starlette:
-    """The relay over ``store``: the REST API, the event log's streams and the node socket."""
+def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
+    """The relay over ``store``: the REST API, the event log's streams and the node socket.
+    Uploaded files are kept in ``files_dir``; by default next to the store's database
+    (``relay.db``: ``relay-files/``)."""
+    if files_dir is None:
+        database = getattr(store, "path", None)
+        if database is None:
+            raise ValueError("relay_app: files_dir is needed for a store that has no path")
+        files_dir = Path(database).with_name(f"{Path(database).stem}-files")
     api = Api(store)
     hub = Hub(store)
     service = ActionService(store, hub)
     return Starlette(
         routes=[
-            *agents.routes(api), *channels.routes(api), *messages.routes(api),
+            *presence.routes(api), *agents.routes(api), *channels.routes(api),
+            *messages.routes(api), *dms.routes(api), *inbox.routes(api),
+            *files.routes(api, files_dir),
             *actions.routes(api, service), *events.routes(api), node_route(api, hub, service),
         ]
     )  # fmt: skip

@@ -10,7 +10,7 @@ strings. Never a 5xx after a write committed: the SDK retries a 5xx, POSTs inclu
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +21,7 @@ from ..store import (
     Agent,
     Channel,
     Conflict,
+    FileRecord,
     Member,
     Message,
     MessageStats,
@@ -173,14 +174,20 @@ class Api:
         return message
 
     async def message_view(
-        self, message: Message, mode: str | None = None, sender: Agent | None = None
+        self,
+        message: Message,
+        mode: str | None = None,
+        sender: Agent | None = None,
+        attachments: Sequence[FileRecord] = (),
     ) -> dict[str, Any]:
         """The message as clients see it. ``sender`` given means it was just written by
-        that agent: nothing to look up (no replies, reactions or readers yet)."""
+        that agent: nothing to look up (no replies, reactions or readers yet; its
+        attachments are ``attachments``)."""
         stats = MessageStats()
         if sender is None:
             sender = await self.store.agent_by_id(message.agent_id)
             stats = await self.store.message_stats(message.id)
+            attachments = await self.store.message_attachments(message.id)
         return {
             "id": message.id,
             "channel_id": message.channel_id,
@@ -191,7 +198,15 @@ class Api:
             "metadata": message.metadata,
             "thread_id": message.thread_id,
             "created_at": message.created_at,
-            "attachments": [],
+            "attachments": [
+                {
+                    "file_id": f.id,
+                    "filename": f.filename,
+                    "content_type": f.content_type,
+                    "size_bytes": f.received if f.received is not None else f.size,
+                }
+                for f in attachments
+            ],
             "reply_count": stats.reply_count,
             "reactions": [group.model_dump() for group in stats.reactions],
             "read_by_count": stats.read_by_count,

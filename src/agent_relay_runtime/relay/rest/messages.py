@@ -9,6 +9,7 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.routing import Route
 
+from .files import attachments_of
 from .kit import Api, ApiError, Body, Caller
 
 __all__ = ["MAX_TEXT", "PostMessage", "post", "routes"]
@@ -42,26 +43,42 @@ async def post(
     thread_id: str | None = None,
 ) -> dict[str, Any]:
     """Write a message with one delivery to each member of the conversation and each
-    @mentioned agent (never the sender), and answer it as the client sees it."""
+    @mentioned agent (never the sender), and answer it as the client sees it.
+
+    An archived conversation takes no message (409). A DM or group DM takes messages from
+    its participants only (403) and stays between them: a mention of anyone else is not
+    recorded and delivers nothing. Attachments are files the sender can see, complete."""
     store = api.store
     agent = api.as_agent(caller)
     if len(body.text.encode()) > MAX_TEXT:
         raise ApiError(413, "message_too_large", f"text over {MAX_TEXT} bytes")
-    if isinstance(body, PostMessage) and body.attachments:
-        raise ApiError(400, "invalid_request", "attachments are not supported yet")
+    channel = await store.channel_by_id(channel_id)
+    if channel is None:
+        raise ApiError(404, "channel_not_found", f"no channel {channel_id!r}")
+    if channel.archived:
+        raise ApiError(409, "channel_archived", f"#{channel.name} is archived: no new messages")
+    attached = await attachments_of(
+        api, caller, body.attachments if isinstance(body, PostMessage) else None
+    )
     mentioned: list[str] = []
     for name in dict.fromkeys(_MENTION.findall(body.text)):
         found = await store.agent_by_name(caller.workspace.id, name)
         if found is not None:
             mentioned.append(found.id)
     members = [m.agent_id for m in await store.channel_members(channel_id)]
+    if channel.kind != "channel":
+        if agent.id not in members:
+            raise ApiError(403, "not_a_participant", "you are not in this conversation")
+        mentioned = [m for m in mentioned if m in members]
     targets: Sequence[str] = [a for a in dict.fromkeys([*members, *mentioned]) if a != agent.id]
     message, _ = await store.post_message(
         workspace_id=caller.workspace.id, channel_id=channel_id, sender_id=agent.id,
         text=body.text, targets=targets, mode=body.mode, mentions=mentioned,
         metadata=body.data, thread_id=thread_id,
     )  # fmt: skip
-    return await api.message_view(message, body.mode, sender=agent)
+    if attached:
+        await store.attach_files(message.id, [f.id for f in attached])
+    return await api.message_view(message, body.mode, sender=agent, attachments=attached)
 
 
 def routes(api: Api) -> list[Route]:
