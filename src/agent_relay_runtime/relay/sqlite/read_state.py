@@ -54,8 +54,10 @@ def unread(
         "SELECT u.*, m.text AS latest_text, m.created_at AS latest_at, a.name AS latest_sender"
         " FROM (SELECT c.id AS channel_id, c.name AS channel_name, c.kind, count(*) AS count,"
         "   max(m.id) AS latest_id FROM channel_members cm"
-        "   JOIN channels c ON c.id = cm.channel_id"
-        f"   JOIN messages m ON {UNREAD} WHERE {where} GROUP BY c.id) u"
+        # CROSS JOIN keeps this order: the agent's conversations, then their messages by
+        # the channel index (not every top-level message of the database first).
+        "   CROSS JOIN channels c ON c.id = cm.channel_id"
+        f"   CROSS JOIN messages m ON {UNREAD} WHERE {where} GROUP BY c.id) u"
         " JOIN messages m ON m.id = u.latest_id JOIN agents a ON a.id = m.agent_id"
         " ORDER BY u.latest_id DESC LIMIT ?",
         (*args, limit),
