@@ -72,6 +72,8 @@ def start_daemon(data: Path) -> Daemon:
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the daemon announces itself once it listens
     assert "serving on unix:" in line, (line, log.read_text())
+    joined = proc.stdout.readline()  # and the workspace it belongs to
+    assert joined.startswith("workspace local on http://127.0.0.1:"), (joined, log.read_text())
     return Daemon(proc, data, log)
 
 
@@ -241,6 +243,7 @@ def test_tcp_loopback_listening(short_dir: Path) -> None:
     try:
         assert proc.stdout is not None
         assert "serving on http://127.0.0.1:" in proc.stdout.readline()
+        assert "key relay_ws_" in proc.stdout.readline()
         d = Daemon(proc, data, data / "none")
         assert d.ok("ps").startswith("NAME")
     finally:

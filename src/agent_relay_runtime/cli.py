@@ -58,6 +58,28 @@ def _parser() -> argparse.ArgumentParser:
         "--listen", help="unix:PATH or 127.0.0.1:PORT (default: a socket in the data dir)"
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--relay-url",
+        default=os.environ.get("RELAY_BASE_URL"),
+        help="join this relay (default $RELAY_BASE_URL; none: run the embedded relay)",
+    )
+    p.add_argument(
+        "--workspace-key",
+        default=os.environ.get("RELAY_WORKSPACE_KEY"),
+        help="the workspace key for --relay-url (default $RELAY_WORKSPACE_KEY)",
+    )
+    p.add_argument(
+        "--relay-port", type=int, default=0, help="the embedded relay's port (default: any)"
+    )
+    p.add_argument("--node-name", help="this node's name in the workspace (default: hostname)")
+
+    p = verb("relay", "run the embedded relay alone, for a team to share")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--port", type=int, default=4480)
+    p.add_argument("--workspace", default="local", help="name of the workspace to create")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    verb("workspace", "the workspace the running daemon belongs to (name, key, relay_url)")
 
     p = verb("create", "start an agent session (pass the agent's own arguments after --)")
     p.add_argument("harness", help="claude, generic, or a profile name (see doctor)")
@@ -97,8 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("ps", "list sessions")
     p.add_argument("--all", action="store_true", help="include recently ended sessions")
 
-    p = verb("send", "send a message to a session")
-    p.add_argument("name")
+    p = verb("send", "send a message: @agent or #channel through the relay, NAME to a session")
+    p.add_argument("name", metavar="TO", help="@agent, #channel, or a local session's name")
     p.add_argument("text")
     p.add_argument("--mode", choices=["wait", "steer", "immediate"], default="wait")
     p.add_argument("--from", dest="sender", metavar="SENDER")
@@ -170,8 +192,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .logs import configure_logging
 
     configure_logging(args.log_level)
-    config = DaemonConfig(data_dir=_data_dir(args), listen=args.listen)
+    config = DaemonConfig(
+        data_dir=_data_dir(args),
+        listen=args.listen,
+        relay_url=args.relay_url or None,
+        workspace_key=args.workspace_key or None,
+        relay_port=args.relay_port,
+    )
+    if args.node_name:
+        config.node_name = args.node_name
     return anyio.run(serve, config)
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .logs import configure_logging
+    from .relay.embedded import serve_alone
+
+    configure_logging(args.log_level)
+    return anyio.run(serve_alone, _data_dir(args) / "relay", args.host, args.port, args.workspace)
+
+
+def cmd_workspace(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.request("GET", "/v1/workspace")
+    shown = {k: data[k] for k in ("name", "key", "relay_url")}
+    _out(args, shown, "\n".join(f"{k}: {v}" for k, v in shown.items()))
+    return 0
 
 
 def _env_pairs(pairs: list[str]) -> dict[str, str]:
@@ -248,6 +296,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    if args.name.startswith(("@", "#")):
+        return _send_through_relay(args)
     body = {
         "text": args.text,
         "mode": args.mode,
@@ -274,6 +324,24 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"error: delivery failed: {receipt['reason']} ({retry})", file=sys.stderr)
         return 1
     return 0
+
+
+def _send_through_relay(args: argparse.Namespace) -> int:
+    if args.mode == "immediate" or args.id or args.idempotency_key:
+        raise RuntimeErrorBase("--mode immediate, --id and --idempotency-key are for a session")
+    body = {"to": args.name, "text": args.text, "mode": args.mode, "wait": args.wait,
+            "timeout": args.timeout}  # fmt: skip
+    if args.sender:
+        body["from"] = args.sender
+    with _client(args) as client:
+        data = client.request("POST", "/v1/relay/messages", json=body, timeout=args.timeout + 10)
+    lines = [f"sent {data['message_id']} to {data['to']}"]
+    failed = False
+    for receipt in data["receipts"]:
+        lines.append(f"  {receipt['agent_name']}: {receipt['status']}")
+        failed = failed or receipt["status"] == "failed"
+    _out(args, data, "\n".join(lines))
+    return 1 if failed else 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -382,6 +450,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 VERBS: dict[str, Verb] = {
     "serve": cmd_serve,
+    "relay": cmd_relay,
+    "workspace": cmd_workspace,
     "create": cmd_create,
     "attach": cmd_attach,
     "ps": cmd_ps,

@@ -16,6 +16,9 @@ POST     /v1/sessions/{name}/keys            type raw keys into the PTY (body: k
 GET      /v1/sessions/{name}/screen          the PTY screen
 GET      /v1/sessions/{name}/logs[?bytes=N]  raw scrollback / stderr tail
 GET      /v1/events[?since=&session=&follow] events as JSON lines (follow: stream)
+GET      /v1/workspace                       the workspace: name, key, relay_url, node
+POST     /v1/relay/messages                  send through the relay (to @agent|#channel,
+                                             text, mode, from, wait, timeout)
 =======  ==================================  ===========================================
 
 Every error is ``{"error": {"code", "message"}}`` with a fitting status; a bad request
@@ -42,6 +45,7 @@ from ..contract import DeliveryMode, RelayMessage, SessionSpec
 from ..exceptions import InvalidRequest, RuntimeErrorBase, SessionNotFound
 from ..port import DeliveryPort
 from ..supervisor import Supervisor
+from .relaying import RelayAccess
 
 __all__ = ["create_app"]
 
@@ -116,8 +120,21 @@ class _TokenAuth:
         await self.app(scope, receive, send)
 
 
-def create_app(supervisor: Supervisor, port: DeliveryPort, token: str) -> ASGIApp:
-    """The control API over ``supervisor``; messages go through ``port``."""
+class RelaySendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    to: str = Field(min_length=2, max_length=200)
+    text: str = Field(max_length=64 * 1024)
+    mode: Literal["wait", "steer"] = "wait"
+    sender: str = Field(default="cli", alias="from", min_length=1, max_length=80)
+    wait: bool = False
+    timeout: float = Field(default=60.0, gt=0, le=3600)
+
+
+def create_app(
+    supervisor: Supervisor, port: DeliveryPort, token: str, relay: RelayAccess | None = None
+) -> ASGIApp:
+    """The control API over ``supervisor``; messages go through ``port`` (to a session by
+    name) or through the workspace's ``relay`` (to ``@agent`` or ``#channel``)."""
 
     def guarded(handler: Handler) -> Handler:
         async def run(request: Request) -> Response:
@@ -184,6 +201,22 @@ def create_app(supervisor: Supervisor, port: DeliveryPort, token: str) -> ASGIAp
         if body.wait and not receipt.final:
             receipt = await port.wait_final(receipt.message_id, body.timeout)
         return JSONResponse({"receipt": receipt.model_dump(mode="json")})
+
+    def relay_access() -> RelayAccess:
+        if relay is None:
+            raise InvalidRequest("this daemon belongs to no workspace")
+        return relay
+
+    async def workspace(request: Request) -> Response:
+        return JSONResponse(relay_access().describe())
+
+    async def relay_send(request: Request) -> Response:
+        body: RelaySendBody = await _body(request, RelaySendBody)
+        sent = await relay_access().send(
+            body.to, body.text, sender=body.sender, mode=body.mode, wait=body.wait,
+            timeout=body.timeout,
+        )  # fmt: skip
+        return JSONResponse(sent)
 
     async def approvals(request: Request) -> Response:
         session = supervisor.get(request.path_params["name"])
@@ -255,6 +288,8 @@ def create_app(supervisor: Supervisor, port: DeliveryPort, token: str) -> ASGIAp
         Route("/v1/sessions/{name}/screen", guarded(screen)),
         Route("/v1/sessions/{name}/logs", guarded(logs)),
         Route("/v1/events", guarded(events)),
+        Route("/v1/workspace", guarded(workspace)),
+        Route("/v1/relay/messages", guarded(relay_send), methods=["POST"]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -12,8 +12,9 @@ import ipaddress
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,14 @@ from ..contract import utcnow
 from ..eventlog import EventLog
 from ..exceptions import ConfigError
 from ..logs import get_logger
+from ..node.hosting import RelayHost
+from ..node.link import RelayRefused
 from ..port import LocalDeliveryPort
+from ..relay.client import RelayClient, RelayError
+from ..relay.embedded import WorkspaceInfo, run_embedded
 from ..supervisor import Supervisor
 from .api import create_app
+from .relaying import RelayAccess
 from .state import DataDir
 
 __all__ = ["DaemonConfig", "serve"]
@@ -40,6 +46,10 @@ class DaemonConfig:
     data_dir: Path
     listen: str | None = None  # "unix:PATH" or "HOST:PORT" on loopback; default the socket
     event_capacity: int = 10_000
+    relay_url: str | None = None  # join this relay; None: run the embedded one
+    workspace_key: str | None = None
+    relay_port: int = 0  # the embedded relay's port on 127.0.0.1 (0: any free one)
+    node_name: str = field(default_factory=socket.gethostname)
 
 
 def bind_listener(listen: str | None, data: DataDir) -> tuple[socket.socket, str]:
@@ -112,10 +122,16 @@ async def serve(config: DaemonConfig) -> int:
         sock, url = bind_listener(config.listen, data)
         events = EventLog(config.event_capacity)
         port = LocalDeliveryPort()
-        async with Supervisor(data_dir=data.root, event_log=events, subreaper=True) as supervisor:
+        async with contextlib.AsyncExitStack() as stack:
+            info = await _workspace(config, data, stack)
+            supervisor = await stack.enter_async_context(
+                Supervisor(data_dir=data.root, event_log=events, subreaper=True)
+            )
             port.bind(supervisor)
             supervisor.subscribe(port.publish)
-            app = create_app(supervisor, port, token)
+            host = RelayHost(supervisor, info.relay_url, info.key, config.node_name)
+            relay = RelayAccess(info, host, data.root / "relay")
+            app = create_app(supervisor, port, token, relay)
             server = _Server(
                 uvicorn.Config(
                     app,
@@ -127,12 +143,15 @@ async def serve(config: DaemonConfig) -> int:
             )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(server.serve, [sock])
+                joined = anyio.CancelScope()
+                tg.start_soon(_host, host, joined)
                 await server.ready.wait()
                 state = _state(url, data)
                 data.write_state(state)
-                _announce(state)
+                _announce(state, info)
                 log.info("daemon_started", url=url, data_dir=str(data.root), pid=os.getpid())
                 await _until_signalled(supervisor, events, server, log)
+                joined.cancel()  # the sessions are released: leave the workspace
         return 0
     finally:
         data.clear_state()
@@ -153,12 +172,45 @@ def _state(url: str, data: DataDir) -> dict[str, Any]:
     }
 
 
-def _announce(state: dict[str, Any]) -> None:
+def _announce(state: dict[str, Any], info: WorkspaceInfo) -> None:
     print(
         f"agent-relay-runtime {state['version']} serving on {state['url']} "
-        f"(pid {state['pid']}, data dir {state['data_dir']})",
+        f"(pid {state['pid']}, data dir {state['data_dir']})\n"
+        f"workspace {info.name} on {info.relay_url}, key {info.key}",
         flush=True,
     )
+
+
+async def _workspace(
+    config: DaemonConfig, data: DataDir, stack: contextlib.AsyncExitStack
+) -> WorkspaceInfo:
+    """The workspace this daemon belongs to: the embedded relay's, or a remote one's."""
+    if config.relay_url is None:
+        relay = await stack.enter_async_context(
+            run_embedded(data.root / "relay", port=config.relay_port)
+        )
+        return relay.workspace
+    if not config.workspace_key:
+        raise ConfigError("--relay-url needs --workspace-key (or RELAY_WORKSPACE_KEY)")
+    client = RelayClient(config.relay_url, config.workspace_key)
+    try:
+        workspace = await client.workspace()
+    except RelayError as exc:
+        raise ConfigError(f"cannot join {config.relay_url}: {exc.relay_message}") from None
+    finally:
+        await client.aclose()
+    return WorkspaceInfo(str(workspace["name"]), config.workspace_key, config.relay_url)
+
+
+async def _host(host: RelayHost, scope: anyio.CancelScope) -> None:
+    """Keep the node joined; a relay that refuses it stops the daemon with the reason."""
+    try:
+        with scope:
+            await host.run()
+    except RelayRefused as exc:
+        get_logger().error("relay_refused_node", reason=str(exc))
+        print(f"error: the relay refused this node: {exc}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _until_signalled(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import DaemonError, DaemonNotRunning
+from ..fsutil import write_private
 
 __all__ = ["DataDir", "resolve_data_dir"]
 
@@ -33,17 +34,6 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
         return Path(env).expanduser().resolve()
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(xdg).expanduser().resolve() / "agent-relay-runtime"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600, atomically (no window with wider modes)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 @dataclass
@@ -72,7 +62,7 @@ class DataDir:
     def token(self) -> str:
         """The control API token, created (0600) on first use."""
         if not self.token_file.exists():
-            _write_private(self.token_file, secrets.token_urlsafe(32) + "\n")
+            write_private(self.token_file, secrets.token_urlsafe(32) + "\n")
         self.token_file.chmod(0o600)
         return self.token_file.read_text().strip()
 
@@ -98,7 +88,7 @@ class DataDir:
         return fd
 
     def write_state(self, state: dict[str, Any]) -> None:
-        _write_private(self.state_file, json.dumps(state, indent=2) + "\n")
+        write_private(self.state_file, json.dumps(state, indent=2) + "\n")
 
     def read_state(self) -> dict[str, Any] | None:
         try:

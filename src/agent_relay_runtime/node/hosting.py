@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from ..aio import Notifier
+from ..aio import Notifier, collapse_single
 from ..contract import DeliveryMode, MessageContext, MessageReceipt, RelayMessage
 from ..events import ReceiptEvent, SessionEvent, SessionExited, SessionFailed, SessionStarted
 from ..exceptions import SessionNotFound
@@ -76,12 +76,16 @@ class RelayHost:
     ) -> None:
         unsubscribe = self.supervisor.subscribe(self._on_session_event)
         try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self.link.run)
-                tg.start_soon(self._forward_events)
-                task_status.started()
+            with collapse_single():
+                await self._run(task_status)
         finally:
             unsubscribe()
+
+    async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.link.run)
+            tg.start_soon(self._forward_events)
+            task_status.started()
 
     # -- agents ---------------------------------------------------------------------------
 

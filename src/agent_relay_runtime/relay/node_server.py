@@ -54,7 +54,6 @@ __all__ = ["DEAD_AFTER", "NodeLink", "node_route"]
 DEAD_AFTER = 48.0
 PING_EVERY = 20.0
 REGISTER_WITHIN = 10.0
-log = get_logger().bind(component="relay.node")
 
 
 def node_route(api: Api, hub: Hub, actions: ActionService) -> WebSocketRoute:
@@ -88,6 +87,7 @@ class NodeLink:
         self.node_id = ""
         self.node: Node | None = None
         self.agents: dict[str, tuple[Agent, Pump]] = {}
+        self.log = get_logger(component="relay.node", workspace=workspace.name)
         self._out, self._outq = anyio.create_memory_object_stream[str](1024)
         self.task_group: anyio.abc.TaskGroup
 
@@ -145,7 +145,7 @@ class NodeLink:
         accepted = await self.actions.handler_online(self.workspace.id, self, frame.capabilities)
         data = {"node_id": self.node.id, "name": self.node.name, "accepted_capabilities": accepted}
         await self.send(Reply(id=frame.id, data=data))
-        log.info("node_registered", node=self.node.name, workspace=self.workspace.name)
+        self.log.info("node_registered", node=self.node.name)
         return True
 
     async def _read(self) -> None:
@@ -285,4 +285,4 @@ class NodeLink:
         await self.actions.handler_gone(self)
         if self.node is not None and self.hub.node_gone(self):
             await self.store.node_offline(self.node.id)
-            log.info("node_gone", node=self.node.name, workspace=self.workspace.name)
+            self.log.info("node_gone", node=self.node.name)
