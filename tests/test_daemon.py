@@ -59,11 +59,11 @@ class Daemon:
         return self.proc.wait(timeout=timeout)
 
 
-def start_daemon(data: Path) -> Daemon:
+def start_daemon(data: Path, *extra: str, workspace: str = "local") -> Daemon:
     log = data.parent / "daemon.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [*CLI, "serve", "--data-dir", str(data)],
+            [*CLI, "serve", "--data-dir", str(data), *extra],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -73,7 +73,7 @@ def start_daemon(data: Path) -> Daemon:
     line = proc.stdout.readline()  # the daemon announces itself once it listens
     assert "serving on unix:" in line, (line, log.read_text())
     joined = proc.stdout.readline()  # and the workspace it belongs to
-    assert joined.startswith("workspace local on http://127.0.0.1:"), (joined, log.read_text())
+    assert joined.startswith(f"workspace {workspace} on http://"), (joined, log.read_text())
     return Daemon(proc, data, log)
 
 

@@ -209,3 +209,21 @@ async def test_group_dms_are_created_with_a_message_and_change_participants(
         assert (unknown.value.status, unknown.value.code) == (404, "agent_not_found")
         assert (alone.value.status, alone.value.code) == (400, "invalid_request")
         assert len(await a.dms.conversations()) == before
+
+
+async def test_a_dm_message_does_not_exist_for_outsiders(relay: RunningRelay) -> None:
+    client = AsyncRelay(api_key=relay.key, base_url=relay.url)
+    tokens = {n: (await client.agents.register(n)).token for n in ("ann", "ben", "eve")}
+    ann = client.as_agent(tokens["ann"])
+    sent = await ann.dm("ben", "just between us")
+    message_id = sent["id"] if isinstance(sent, dict) else sent.id
+    async with httpx.AsyncClient(base_url=relay.url) as http:
+        headers = {"authorization": f"Bearer {tokens['eve']}"}
+        for method, path in [
+            ("GET", f"/v1/messages/{message_id}"),
+            ("GET", f"/v1/messages/{message_id}/replies"),
+            ("GET", f"/v1/messages/{message_id}/readers"),
+            ("POST", f"/v1/messages/{message_id}/read"),
+        ]:
+            got = await http.request(method, path, headers=headers)
+            assert (got.status_code, got.json()["error"]["code"]) == (404, "message_not_found")

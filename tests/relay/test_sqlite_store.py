@@ -94,7 +94,9 @@ async def test_a_message_is_written_with_one_delivery_per_target(store: SqliteSt
         ("message.created", message.id),
         ("message.created", second.id),
     ]
-    assert [e.seq for e in (await store.events_after(workspace_id, events[0].seq))[0]] == [events[1].seq]
+    assert [e.seq for e in (await store.events_after(workspace_id, events[0].seq))[0]] == [
+        events[1].seq
+    ]
 
 
 async def test_nothing_is_half_written_when_a_target_is_unknown(store: SqliteStore) -> None:
@@ -181,6 +183,8 @@ async def test_a_kill_9_after_the_write_loses_nothing(tmp_path: Path) -> None:
     try:
         [pending] = await store.unacked_deliveries(agent_id)
         assert (pending.message_id, pending.seq, pending.status) == (message_id, 1, "pending")
-        assert [e.type for e in (await store.events_after(workspace_id, 0))[0]] == ["message.created"]
+        assert [e.type for e in (await store.events_after(workspace_id, 0))[0]] == [
+            "message.created"
+        ]
     finally:
         await store.aclose()

@@ -69,6 +69,7 @@ class RelayAccess:
                         ) from None
                     raise
                 saved[key] = created["token"]
+                self._tokens_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 write_private(self._tokens_file, json.dumps(saved))
             return str(saved[key])
 

@@ -462,10 +462,22 @@ class Store(Protocol):
     ) -> EventRecord: ...
 
     async def events_after(
-        self, workspace_id: str, cursor: int, limit: int = 1000
-    ) -> list[EventRecord]:
-        """The workspace's events with ``seq > cursor``, in order."""
+        self,
+        workspace_id: str,
+        cursor: int,
+        limit: int = 1000,
+        *,
+        types: Sequence[str] = (),
+        agent: str | None = None,
+        action: str | None = None,
+    ) -> tuple[list[EventRecord], int]:
+        """The workspace's events with ``seq > cursor`` that pass the filters (a type
+        ending in ``*`` is a prefix), in order, and the cursor to continue from."""
         ...
+
+    async def append_events(
+        self, workspace_id: str, agent: str, events: list[dict[str, Any]]
+    ) -> None: ...
 
     # -- real time: what the relay's hub listens to --------------------------------------------
 

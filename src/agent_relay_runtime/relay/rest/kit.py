@@ -168,9 +168,17 @@ class Api:
         return agent
 
     async def message_named(self, caller: Caller, message_id: str) -> Message:
+        """The message, if the caller may see it: a DM's only to its participants (to
+        anyone else it does not exist)."""
         message = await self.store.message(message_id)
         if message is None or message.workspace_id != caller.workspace.id:
             raise ApiError(404, "message_not_found", f"no message {message_id!r}")
+        if caller.agent is not None:
+            channel = await self.store.channel_by_id(message.channel_id)
+            if channel is not None and channel.kind != "channel":
+                members = await self.store.channel_members(channel.id)
+                if all(m.agent_id != caller.agent.id for m in members):
+                    raise ApiError(404, "message_not_found", f"no message {message_id!r}")
         return message
 
     async def message_view(
