@@ -184,11 +184,7 @@ async def test_without_a_handler_invocations_fail_fast_or_queue(
             when_offline="queue",
         )
         [done] = await completed.wait()
-        assert (
-            done["data"]["invocation_id"] == queued["invocation_id"]
-            if "invocation_id" in done["data"]
-            else done["data"]["id"] == queued["invocation_id"]
-        )
+        assert done["data"]["id"] == queued["invocation_id"]
         assert calls == [{"n": 1}]
     finally:
         await back.close()
