@@ -188,3 +188,30 @@ async def test_without_a_handler_invocations_fail_fast_or_queue(
         assert calls == [{"n": 1}]
     finally:
         await back.close()
+
+
+async def test_relaycast_sdk_invokes_and_a_slow_handler_times_out(relay: AgentRelay) -> None:
+    release = anyio.Event()
+
+    async def slow(call: ActionCall) -> str:
+        await release.wait()  # never set before the relay's deadline
+        return "too late"
+
+    relay.register_action(name="slow.job", handler=slow, timeout=0.5)
+    relay.register_action(name="echo", handler=lambda call: {"echo": call.input})
+    await relay.actions_ready()
+    failed, completed = Seen(), Seen()
+    relay.add_listener(relay.action("slow.job").failed(), failed)
+    relay.add_listener(relay.action("echo").completed(), completed)
+    sdk = AsyncRelay(api_key=relay.workspace.key, base_url=relay.workspace.relay_url)
+    me = sdk.as_agent((await sdk.agents.register("caller")).token)
+    started = await me.actions.invoke("echo", {"x": 1})
+    [done] = await completed.wait()
+    assert done["data"]["id"] == started["invocation_id"]
+    assert done["data"]["output"] == {"echo": {"x": 1}}
+    got = await me.actions.get_invocation("echo", started["invocation_id"])
+    assert got["status"] == "completed"
+    await me.actions.invoke("slow.job", None)
+    [timed_out] = await failed.wait()
+    assert "did not answer within 0.5 s" in timed_out["data"]["error"]
+    release.set()
