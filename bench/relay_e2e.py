@@ -1,0 +1,667 @@
+"""Relay benchmarks end to end (issue 4): the REST API and the node socket on loopback.
+
+    python bench/relay_e2e.py [--concurrency 1 8 32] [--messages 2000] [--seconds 8]
+    python bench/relay_e2e.py --nodelay        # the relay's connections with TCP_NODELAY
+    python bench/relay_e2e.py --profile 8      # one REST run, the relay under cProfile
+
+- throughput: a relay (SqliteStore on a temp file, relay_app under uvicorn, in a process
+  of its own, as `agent-relay-runtime relay` runs it) and 11 agents: a sender and 10
+  members of #bench. Messages are posted over REST by C concurrent httpx clients (each
+  run: --messages, or fewer if --seconds pass first; --warmup before), each written
+  durably with one delivery per member (fan-out 10) before the POST answers.
+  - REST only: the 10 agents registered over REST, nobody online: deliveries are stored.
+  - node: the 10 agents hosted by a websocket node that acks every `deliver` frame; also
+    how long until every delivery has been pushed to the node, and its acks stored.
+  CPU while posting, in cores: the relay's event loop and its other (SQLite worker)
+  threads, this process (the clients, the node) and everything else on the machine.
+- latency: message -> `delivered` receipt into an idle headless fake Claude session: the
+  relay, a Supervisor and its RelayHost (the node) in one process, as the daemon runs
+  them with the embedded relay. t0 before the POST of `@worker sample i`, t1 when the
+  supervisor reports `delivery.delivered` for that message, t2 when the relay's store has
+  committed the delivered receipt; also when the POST answered. Warm-up samples first;
+  before each sample the session is idle and the relay has the previous ack.
+
+The relay's socket is bound as the embedded relay binds it (`bind_tcp`): a socket of
+proto 0, so asyncio does not set TCP_NODELAY on the connections it accepts and small
+answers written in two parts wait for the peer's delayed ACK (~40 ms on Linux);
+--nodelay binds one with proto IPPROTO_TCP instead. Prints a table (targets: >= 2000
+msg/s with fan-out 10 on 2 cores; message -> delivered p50 <= 15 ms, p99 <= 60 ms) and
+the machine; --out also writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import platform
+import pstats
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psutil
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src")]
+
+from agent_relay_runtime.aio import Notifier  # noqa: E402
+from agent_relay_runtime.contract import SessionSpec  # noqa: E402
+from agent_relay_runtime.exceptions import SessionNotFound  # noqa: E402
+from agent_relay_runtime.logs import configure_logging  # noqa: E402
+from agent_relay_runtime.node.hosting import RelayHost  # noqa: E402
+from agent_relay_runtime.node.link import node_socket_url  # noqa: E402
+from agent_relay_runtime.profiles import ProfileRegistry, builtin_profile_dir  # noqa: E402
+from agent_relay_runtime.relay.embedded import bind_tcp  # noqa: E402
+from agent_relay_runtime.relay.rest import relay_app  # noqa: E402
+from agent_relay_runtime.relay.sqlite import SqliteStore  # noqa: E402
+from agent_relay_runtime.supervisor import Supervisor  # noqa: E402
+
+FAKE_CLAUDE = ROOT / "fixtures" / "fake_agents" / "fake_claude_stream.py"
+FANOUT = 10
+TARGET_RATE = 2000
+TARGET_P50, TARGET_P99 = 15.0, 60.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+# -- the relay ------------------------------------------------------------------------------------
+
+
+def listening(nodelay: bool) -> socket.socket:
+    """The relay's listening socket on 127.0.0.1, bound as the embedded relay binds it, or
+    (nodelay) created with proto IPPROTO_TCP, which is what makes asyncio set TCP_NODELAY
+    on the connections it accepts: with proto 0 they keep Nagle's algorithm."""
+    if not nodelay:
+        return bind_tcp("127.0.0.1", 0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    return sock
+
+
+@asynccontextmanager
+async def running_relay(
+    db: Path, nodelay: bool
+) -> AsyncIterator[tuple[str, str, SqliteStore, uvicorn.Server]]:
+    """The store, one workspace and relay_app under uvicorn on a pre-bound loopback socket
+    (configured as the embedded relay is); yields (url, workspace key, store, server)."""
+    store = await SqliteStore.open(db)
+    _, key = await store.create_workspace("bench")
+    sock = listening(nodelay)
+    config = uvicorn.Config(
+        relay_app(store), log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=2, ws_max_size=16 << 20,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}", key, store, server
+            server.should_exit = True
+    finally:
+        sock.close()
+        await store.aclose()
+
+
+async def serve_relay_child(db: Path, nodelay: bool) -> None:
+    """The relay alone (the child process): prints url and key, serves until stdin closes."""
+    async with running_relay(db, nodelay) as (url, key, _, server):
+        print(json.dumps({"url": url, "key": key}), flush=True)
+        stdin = anyio.wrap_file(sys.stdin)
+        while await stdin.readline():
+            pass
+        server.should_exit = True
+
+
+class RelayProcess:
+    """A relay in a process of its own; closing its stdin ends it."""
+
+    def __init__(self, tmp: Path, nodelay: bool, profile: Path | None = None) -> None:
+        runner = [sys.executable]
+        if profile is not None:
+            runner += ["-m", "cProfile", "-o", str(profile)]
+        runner += [str(Path(__file__).resolve()), "--serve-relay", str(tmp / "relay.db")]
+        if nodelay:
+            runner.append("--nodelay")
+        self.proc = subprocess.Popen(
+            runner, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.close()
+            raise RuntimeError("the relay process did not start")
+        info = json.loads(line)
+        self.url, self.key = str(info["url"]), str(info["key"])
+        self.ps = psutil.Process(self.proc.pid)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far: the event loop (main thread) and every other thread."""
+        main = other = 0.0
+        for thread in self.ps.threads():
+            spent = thread.user_time + thread.system_time
+            if thread.id == self.proc.pid:
+                main += spent
+            else:
+                other += spent
+        return {"loop": main, "threads": other}
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- throughput --------------------------------------------------------------------------------
+
+
+ME = psutil.Process()
+
+
+def busy() -> float:
+    """CPU seconds the whole machine has spent busy."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def register(http: httpx.AsyncClient, key: str, name: str) -> str:
+    reply = await http.post("/v1/agents", json={"name": name}, headers=bearer(key))
+    reply.raise_for_status()
+    return str(reply.json()["data"]["token"])
+
+
+class Node:
+    """A raw node on /v1/node/ws that acks each `deliver` frame and counts them."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.delivered = 0
+        self.last_at = 0.0
+        self.changed = Notifier()
+        self.errors: list[dict[str, Any]] = []
+        self.replies: dict[str, dict[str, Any]] = {}
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Before `consume` runs: send, and read up to the answer."""
+        await self.ws.send(json.dumps({"v": 1, **frame}))
+        while True:
+            got = json.loads(await self.ws.recv())
+            if got.get("id") == frame["id"]:
+                if got.get("type") != "reply":
+                    raise RuntimeError(f"node request refused: {got}")
+                return dict(got["data"])
+
+    async def consume(self) -> None:
+        async for raw in self.ws:
+            frame = json.loads(raw)
+            kind = frame.get("type")
+            if kind == "deliver":
+                ack = {"v": 1, "type": "delivery.ack", "agent": frame["agent"],
+                       "up_to_seq": frame["seq"]}  # fmt: skip
+                await self.ws.send(json.dumps(ack))
+                self.delivered += 1
+                self.last_at = time.perf_counter()
+            elif kind == "ping":
+                await self.ws.send(json.dumps({"v": 1, "type": "pong", "id": frame.get("id")}))
+            elif kind == "error":
+                self.errors.append(frame)
+            elif kind == "reply" and frame.get("id"):
+                self.replies[frame["id"]] = frame
+            self.changed.notify()
+
+    async def until(self, check: Any) -> None:
+        with anyio.fail_after(120):
+            while True:
+                waiter = self.changed.waiter()
+                if check():
+                    return
+                await waiter.wait()
+
+
+async def post_all(
+    url: str, token: str, numbers: Iterator[int], concurrency: int, latencies: list[float]
+) -> None:
+    async def poster() -> None:
+        async with httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=120) as http:
+            for n in numbers:  # shared by the posters: each number is posted once
+                sent = time.perf_counter()
+                reply = await http.post("/v1/channels/bench/messages", json={"text": f"m {n}"})
+                latencies.append(time.perf_counter() - sent)
+                if reply.status_code != 201:
+                    raise RuntimeError(f"post: {reply.status_code} {reply.text}")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(poster)
+
+
+def numbered(start: int, count: int, seconds: float) -> Iterator[int]:
+    """``count`` numbers from ``start``, fewer if ``seconds`` pass first (from the first)."""
+    deadline = time.perf_counter() + seconds
+    for n in range(start, start + count):
+        if time.perf_counter() > deadline:
+            return
+        yield n
+
+
+async def throughput(
+    messages: int, seconds: float, warmup: int, concurrency: int, with_node: bool,
+    nodelay: bool, profile: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="relay-e2e-", dir="/var/tmp") as tmp:
+        relay = RelayProcess(Path(tmp), nodelay, profile)
+        try:
+            return await _throughput(relay, messages, seconds, warmup, concurrency, with_node)
+        finally:
+            relay.close()
+
+
+async def _throughput(
+    relay: RelayProcess,
+    messages: int,
+    seconds: float,
+    warmup: int,
+    concurrency: int,
+    with_node: bool,
+) -> dict[str, Any]:
+    names = [f"agent-{n}" for n in range(FANOUT)]
+    async with httpx.AsyncClient(base_url=relay.url, timeout=60) as http:
+        sender = await register(http, relay.key, "sender")
+        created = await http.post("/v1/channels", json={"name": "bench"}, headers=bearer(sender))
+        created.raise_for_status()
+        async with contextlib.AsyncExitStack() as stack:
+            node: Node | None = None
+            if with_node:
+                ws = await stack.enter_async_context(connect(node_socket_url(relay.url, relay.key)))
+                node = Node(ws)
+                await node.request({"id": "r1", "type": "node.register", "name": "bench",
+                                    "capabilities": []})  # fmt: skip
+                tokens = []
+                for n, name in enumerate(names):
+                    data = await node.request({"id": f"a{n}", "type": "agent.register",
+                                               "name": name})  # fmt: skip
+                    tokens.append(str(data["token"]))
+            else:
+                tokens = [await register(http, relay.key, name) for name in names]
+            for token in tokens:
+                joined = await http.post("/v1/channels/bench/join", headers=bearer(token))
+                joined.raise_for_status()
+            async with anyio.create_task_group() as tg:
+                if node is not None:
+                    tg.start_soon(node.consume)
+                await post_all(relay.url, sender, iter(range(warmup)), concurrency, [])
+                if node is not None:
+                    await node.until(lambda: node.delivered >= warmup * FANOUT)
+                latencies: list[float] = []
+                cpu_before = relay.cpu()
+                mine_before, all_before = ME.cpu_times(), busy()
+                started = time.perf_counter()
+                numbers = numbered(warmup, messages, seconds)
+                await post_all(relay.url, sender, numbers, concurrency, latencies)
+                posted = time.perf_counter()
+                messages = len(latencies)
+                result: dict[str, Any] = {}
+                if node is not None:
+                    expected = (warmup + messages) * FANOUT
+                    await node.until(lambda: node.delivered >= expected)
+                    pushed = node.last_at
+                    # Frames are handled in order: once this answer comes, every ack is stored.
+                    await node.ws.send(json.dumps({"v": 1, "id": "last", "type": "node.heartbeat"}))
+                    await node.until(lambda: "last" in node.replies)
+                    acked = time.perf_counter()
+                    if node.errors:
+                        raise RuntimeError(f"the relay refused frames: {node.errors[:3]}")
+                    result |= {
+                        "all_pushed_s": round(pushed - started, 3),
+                        "last_push_after_last_answer_ms": round((pushed - posted) * 1000, 1),
+                        "pushed_msg_s": round(messages / (pushed - started)),
+                        "all_acks_stored_s": round(acked - started, 3),
+                    }
+                cpu_after = relay.cpu()
+                mine_after, all_after = ME.cpu_times(), busy()
+                ended = time.perf_counter()
+                tg.cancel_scope.cancel()
+    elapsed = posted - started
+    loop = cpu_after["loop"] - cpu_before["loop"]
+    threads = cpu_after["threads"] - cpu_before["threads"]
+    mine = sum(mine_after[:2]) - sum(mine_before[:2])
+    others = all_after - all_before - loop - threads - mine
+    span = ended - started
+    return result | {
+        "concurrency": concurrency,
+        "messages": messages,
+        "node": with_node,
+        "msg_s": round(messages / elapsed),
+        "deliveries_s": round(messages * FANOUT / elapsed),
+        "post_p50_ms": round(pct(latencies, 50) * 1000, 2),
+        "post_p99_ms": round(pct(latencies, 99) * 1000, 2),
+        "relay_cpu_ms_per_msg": round((loop + threads) / messages * 1000, 3),
+        "relay_loop_cores": round(loop / span, 2),
+        "relay_threads_cores": round(threads / span, 2),
+        "clients_cores": round(mine / span, 2),
+        "other_processes_cores": round(max(0.0, others) / span, 2),
+    }
+
+
+# -- latency ---------------------------------------------------------------------------------------
+
+
+async def latency(samples: int, warmup: int, nodelay: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="relay-e2e-", dir="/var/tmp") as tmp:
+        async with running_relay(Path(tmp) / "relay.db", nodelay) as (url, key, store, _):
+            sup = Supervisor(
+                data_dir=Path(tmp) / "runtime", profiles=ProfileRegistry([builtin_profile_dir()])
+            )
+            async with sup, anyio.create_task_group() as tg:
+                host = RelayHost(sup, url, key, "bench-node")
+                await tg.start(host.run)
+                try:
+                    result = await _latency(sup, host, store, url, key, samples, warmup)
+                finally:
+                    with contextlib.suppress(SessionNotFound):
+                        await sup.release("worker")
+                    tg.cancel_scope.cancel()
+    return result
+
+
+class StoreWatch:
+    """When the relay's store has committed the delivered receipt of a message, and the
+    highest seq acknowledged: the store's own calls, wrapped on this instance."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.stored_at: dict[str, float] = {}
+        self.acked = 0
+        self.changed = Notifier()
+        set_receipt, ack = store.set_receipt, store.ack
+
+        async def timed_receipt(*args: Any, **kwargs: Any) -> Any:
+            delivery = await set_receipt(*args, **kwargs)
+            if delivery.status == "delivered":
+                self.stored_at.setdefault(delivery.message_id, time.perf_counter())
+            self.changed.notify()
+            return delivery
+
+        async def timed_ack(agent_id: str, up_to_seq: int) -> int:
+            done = await ack(agent_id, up_to_seq)
+            self.acked = max(self.acked, up_to_seq)
+            self.changed.notify()
+            return done
+
+        store.set_receipt = timed_receipt  # type: ignore[method-assign]
+        store.ack = timed_ack  # type: ignore[method-assign]
+
+    async def until(self, check: Any) -> None:
+        while True:
+            waiter = self.changed.waiter()
+            if check():
+                return
+            await waiter.wait()
+
+
+async def _latency(
+    sup: Supervisor, host: RelayHost, store: SqliteStore, url: str, key: str,
+    samples: int, warmup: int,
+) -> dict[str, Any]:  # fmt: skip
+    delivered_at: dict[str, float] = {}
+    seen = Notifier()
+    idle = anyio.Event()
+    watch = StoreWatch(store)
+
+    def on_event(event: Any) -> None:
+        if event.type == "delivery.delivered":
+            delivered_at[event.receipt.message_id] = time.perf_counter()
+            seen.notify()
+        elif event.type == "status.changed" and event.state == "idle":
+            idle.set()
+
+    unsubscribe = sup.subscribe(on_event)
+    try:
+        spec = SessionSpec(
+            harness="claude", name="worker", command=str(FAKE_CLAUDE),
+            env={"FAKE_AGENT_SCRIPT": json.dumps({"turn_seconds": 0})},
+        )  # fmt: skip
+        await sup.create(spec)
+        with anyio.fail_after(30):
+            while True:
+                waiter = host.registered.waiter()
+                hosted = host.agents.get("worker")
+                if hosted is not None and hosted.agent_id:
+                    break
+                await waiter.wait()
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            sender = await register(http, key, "sender")
+            headers = bearer(sender)
+            made = await http.post("/v1/channels", json={"name": "bench"}, headers=headers)
+            made.raise_for_status()
+            to_delivered: list[float] = []
+            to_stored: list[float] = []
+            to_answer: list[float] = []
+            for n in range(warmup + samples):
+                idle = anyio.Event()  # set by the idle after this sample's turn
+                t0 = time.perf_counter()
+                reply = await http.post(
+                    "/v1/channels/bench/messages", json={"text": f"@worker sample {n}"},
+                    headers=headers,
+                )  # fmt: skip
+                answered = time.perf_counter()
+                reply.raise_for_status()
+                message_id = str(reply.json()["data"]["id"])
+                with anyio.fail_after(30):
+                    while message_id not in delivered_at:
+                        waiter = seen.waiter()
+                        if message_id not in delivered_at:
+                            await waiter.wait()
+                    await watch.until(lambda m=message_id: m in watch.stored_at)
+                    # Before the next sample: the session idle, the relay has the ack.
+                    await watch.until(lambda seq=n + 1: watch.acked >= seq)
+                    await idle.wait()
+                if n >= warmup:
+                    to_delivered.append((delivered_at[message_id] - t0) * 1000)
+                    to_stored.append((watch.stored_at[message_id] - t0) * 1000)
+                    to_answer.append((answered - t0) * 1000)
+    finally:
+        unsubscribe()
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {
+            "p50_ms": round(pct(values, 50), 2), "p90_ms": round(pct(values, 90), 2),
+            "p99_ms": round(pct(values, 99), 2), "max_ms": round(max(values), 2),
+            "mean_ms": round(statistics.fmean(values), 2),
+        }  # fmt: skip
+
+    return {
+        "samples": samples,
+        "warmup": warmup,
+        "message_to_delivered": summary(to_delivered),
+        "message_to_receipt_stored": summary(to_stored),
+        "post_answered": summary(to_answer),
+    }
+
+
+# -- profile ---------------------------------------------------------------------------------------
+
+
+PROFILE_GROUPS = (
+    ("waiting (epoll)", ("select.epoll",)),
+    ("HTTP: uvicorn, h11, starlette", ("uvicorn", "h11", "starlette")),
+    ("thread hops: anyio, queue, locks", ("anyio", "queue.py", "threading.py", "_thread.")),
+    ("asyncio", ("asyncio", "selectors.py", "_contextvars", "_asyncio")),
+    ("pydantic", ("pydantic",)),
+    ("the relay's code", ("agent_relay_runtime",)),
+    ("json", ("json",)),
+    ("sockets", ("_socket.",)),
+    ("start-up: imports", ("importlib", "builtins.compile", "builtins.exec", "marshal", "_imp.")),
+)
+
+
+def profile_run(args: argparse.Namespace) -> None:
+    """One REST run at the given concurrency with the relay process under cProfile (its
+    event loop thread only: SQLite's worker threads are not profiled). Prints the top
+    functions by own time and the loop's own time by group; the profile stays in the
+    temp dir for pstats."""
+    out = Path(tempfile.gettempdir()) / "relay_e2e.prof"
+    result = anyio.run(
+        throughput, args.messages, args.seconds, args.warmup, args.profile, False, args.nodelay,
+        out,
+    )  # fmt: skip
+    print(f"profiled: REST, C={args.profile}: {result['msg_s']} msg/s (slowed by cProfile)")
+    stats = pstats.Stats(str(out))
+    stats.sort_stats("tottime").print_stats(20)
+    groups: dict[str, float] = {}
+    for (path, _, name), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{path}:{name}"
+        group = next((g for g, keys in PROFILE_GROUPS if any(k in where for k in keys)), "other")
+        groups[group] = groups.get(group, 0.0) + own
+    total = sum(groups.values())
+    print("the relay's event loop thread, own time by group:")
+    for group, own in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {own:7.2f} s {own / total:6.1%}  {group}")
+    print(f"profile: {out}")
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=2000, help="per throughput run, at most")
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="posting time per throughput run, at most"
+    )
+    parser.add_argument("--warmup", type=int, default=100, help="messages before each run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--samples", type=int, default=200, help="latency samples")
+    parser.add_argument("--warmup-samples", type=int, default=20)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "latency"])
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--nodelay", action="store_true",
+        help="the relay's socket with proto IPPROTO_TCP, so accepted connections get TCP_NODELAY",
+    )  # fmt: skip
+    parser.add_argument("--profile", type=int, metavar="C", help="profile one REST run")
+    parser.add_argument("--serve-relay", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    configure_logging("warning")
+    if args.serve_relay is not None:
+        anyio.run(serve_relay_child, args.serve_relay, args.nodelay)
+        return
+    if args.profile is not None:
+        profile_run(args)
+        return
+    results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M")}
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name: str, result: str, target: str = "", ok: bool | None = None) -> None:
+        rows.append((name, result, target, "" if ok is None else "ok" if ok else "MISS"))
+
+    if "throughput" not in args.skip:
+        runs = []
+        for with_node, c in itertools.product((False, True), args.concurrency):
+            r = anyio.run(
+                throughput, args.messages, args.seconds, args.warmup, c, with_node, args.nodelay
+            )
+            runs.append(r)
+            how = "10 agents on an acking node" if with_node else "10 agents, REST only"
+            row(
+                f"{how}, C={c}: msg/s posted (deliveries/s)",
+                f"{r['msg_s']} ({r['deliveries_s']}); {r['messages']} msgs, POST p50"
+                f" {r['post_p50_ms']} ms",
+                f">= {TARGET_RATE} msg/s",
+                r["msg_s"] >= TARGET_RATE,
+            )
+            if with_node:
+                row(
+                    "  every delivery pushed to the node (msg/s); acks stored",
+                    f"{r['all_pushed_s']} s ({r['pushed_msg_s']}); {r['all_acks_stored_s']} s",
+                    f">= {TARGET_RATE} msg/s",
+                    r["pushed_msg_s"] >= TARGET_RATE,
+                )
+            row(
+                "  relay CPU/msg; cores: relay loop + threads, clients, others",
+                f"{r['relay_cpu_ms_per_msg']} ms; {r['relay_loop_cores']:.2f} +"
+                f" {r['relay_threads_cores']:.2f}, {r['clients_cores']:.2f},"
+                f" {r['other_processes_cores']:.2f}",
+            )
+        results["throughput"] = {"fanout": FANOUT, "runs": runs}
+    if "latency" not in args.skip:
+        lat = anyio.run(latency, args.samples, args.warmup_samples, args.nodelay)
+        results["latency"] = lat
+        d, s = lat["message_to_delivered"], lat["message_to_receipt_stored"]
+        a = lat["post_answered"]
+        row(
+            f"message -> delivered, idle headless fake ({args.samples})",
+            f"p50 {d['p50_ms']} / p90 {d['p90_ms']} / p99 {d['p99_ms']} / max {d['max_ms']} ms",
+            f"p50 <= {TARGET_P50:g} / p99 <= {TARGET_P99:g}",
+            d["p50_ms"] <= TARGET_P50 and d["p99_ms"] <= TARGET_P99,
+        )
+        row(
+            "  message -> delivered receipt stored by the relay",
+            f"p50 {s['p50_ms']} / p90 {s['p90_ms']} / p99 {s['p99_ms']} / max {s['max_ms']} ms",
+        )
+        row(
+            "  the POST answered (the message stored)",
+            f"p50 {a['p50_ms']} / p90 {a['p90_ms']} / p99 {a['p99_ms']} / max {a['max_ms']} ms",
+        )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    nagle = "TCP_NODELAY on" if args.nodelay else "the socket as the relay binds it (Nagle on)"
+    print(
+        f"fan-out {FANOUT}, durable writes; each throughput run {args.messages} messages or"
+        f" {args.seconds:g} s of posting, whichever comes first; {nagle}\n"
+    )
+    print("| measure | result | target | |\n| --- | --- | --- | --- |")
+    for name, result, target, verdict in rows:
+        print(f"| {name} | {result} | {target} | {verdict} |")
+    print(f"\nmachine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, Linux {m['kernel']}")
+    if args.out is not None:
+        print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
