@@ -28,7 +28,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[RunningRelay]:
     store = await SqliteStore.open(tmp_path / "relay.db")
     workspace, key = await store.create_workspace("test")
     # Listening before uvicorn starts: a client connecting early waits in the backlog.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]

@@ -81,7 +81,7 @@ def bind_listener(listen: str | None, data: DataDir) -> tuple[socket.socket, str
     if not address.is_loopback:
         raise ConfigError(f"--listen: the control API binds to loopback only, not {host}")
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((str(address), port))

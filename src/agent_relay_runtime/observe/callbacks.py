@@ -74,7 +74,7 @@ class CallbackServer:
         async with self._lock:
             if self._server is not None:
                 return
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.bind(("127.0.0.1", 0))
             sock.listen(128)
             app = Starlette(routes=[Route("/cb/{token}", self._receive, methods=["POST"])])
