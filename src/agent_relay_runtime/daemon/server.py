@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from ..node.link import RelayRefused
 from ..port import LocalDeliveryPort
 from ..relay.client import RelayClient, RelayError
 from ..relay.embedded import WorkspaceInfo, run_embedded
+from ..serving import ReadyServer
 from ..supervisor import Supervisor
 from .api import create_app
 from .relaying import RelayAccess
@@ -94,22 +94,6 @@ def bind_listener(listen: str | None, data: DataDir) -> tuple[socket.socket, str
     return sock, f"http://{shown}:{bound_port}"
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers, and with a readiness event."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = anyio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 async def serve(config: DaemonConfig) -> int:
     """Run the daemon until a signal stops it; the process exit status."""
     log = get_logger()
@@ -132,7 +116,7 @@ async def serve(config: DaemonConfig) -> int:
             host = RelayHost(supervisor, info.relay_url, info.key, config.node_name)
             relay = RelayAccess(info, host, data.root / "relay")
             app = create_app(supervisor, port, token, relay)
-            server = _Server(
+            server = ReadyServer(
                 uvicorn.Config(
                     app,
                     log_config=None,
@@ -214,7 +198,7 @@ async def _host(host: RelayHost, scope: anyio.CancelScope) -> None:
 
 
 async def _until_signalled(
-    supervisor: Supervisor, events: EventLog, server: _Server, log: Any
+    supervisor: Supervisor, events: EventLog, server: ReadyServer, log: Any
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
@@ -236,7 +220,7 @@ async def _until_signalled(
 
 
 async def _stop(
-    supervisor: Supervisor, events: EventLog, server: _Server, tg: anyio.abc.TaskGroup
+    supervisor: Supervisor, events: EventLog, server: ReadyServer, tg: anyio.abc.TaskGroup
 ) -> None:
     await supervisor.shutdown("daemon stopping")
     events.close()

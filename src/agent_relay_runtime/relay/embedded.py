@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import uvicorn
 
 from ..exceptions import ConfigError
 from ..fsutil import write_private
+from ..serving import ReadyServer
 from .rest import relay_app
 from .sqlite import SqliteStore
 from .store import Store
@@ -75,27 +76,11 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers (the daemon owns signals), and a ready event."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = anyio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 @dataclass
 class EmbeddedRelay:
     workspace: WorkspaceInfo
     store: SqliteStore
-    server: _Server
+    server: ReadyServer
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -122,7 +107,7 @@ async def run_embedded(
             relay_app(store), log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=2, ws_max_size=16 << 20,
         )  # fmt: skip
-        server = _Server(config)
+        server = ReadyServer(config)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(server.serve, [sock])
