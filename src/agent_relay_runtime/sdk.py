@@ -187,7 +187,6 @@ class AgentRelay:
         self._agent: RelayClient | None = None
         self._actions: dict[str, _Action] = {}
         self._listeners: list[tuple[Selector, Listener]] = []
-        self._listening = anyio.Event()
         self._wanted, self._sent, self._known = 0, 0, 0
         self._known_changed = Notifier()
         self._stack = contextlib.AsyncExitStack()
@@ -309,7 +308,7 @@ class AgentRelay:
                 f"{self.as_name}-actions", handler=self._on_frame,
                 capabilities=self._capabilities, on_connected=self._registered_all,
             )  # fmt: skip
-            self._tg.start_soon(self._run_link, self._link)
+            self._tg.start_soon(self._link.run)
         else:
             self._tg.start_soon(self._update_capabilities)
 
@@ -320,9 +319,6 @@ class AgentRelay:
     async def _registered_all(self) -> None:
         self._known = max(self._known, self._sent)
         self._known_changed.notify()
-
-    async def _run_link(self, link: RelayLink) -> None:
-        await link.run()
 
     async def _update_capabilities(self) -> None:
         link = self._link
@@ -389,7 +385,6 @@ class AgentRelay:
     async def _listen(self) -> None:
         while True:
             try:
-                self._listening.set()
                 async for event in self.client.follow(self.cursor):
                     self.cursor = int(event["seq"])
                     for selector, fn in list(self._listeners):

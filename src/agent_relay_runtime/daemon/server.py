@@ -30,7 +30,7 @@ from ..node.link import RelayRefused
 from ..port import LocalDeliveryPort
 from ..relay.client import RelayClient, RelayError
 from ..relay.embedded import WorkspaceInfo, run_embedded
-from ..serving import ReadyServer
+from ..serving import ReadyServer, listen_tcp
 from ..supervisor import Supervisor
 from .api import create_app
 from .relaying import RelayAccess
@@ -80,15 +80,7 @@ def bind_listener(listen: str | None, data: DataDir) -> tuple[socket.socket, str
         raise ConfigError(f"--listen: expected unix:PATH or HOST:PORT, got {listen!r}") from None
     if not address.is_loopback:
         raise ConfigError(f"--listen: the control API binds to loopback only, not {host}")
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((str(address), port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"--listen: cannot bind {listen}: {exc.strerror}") from None
-    sock.listen(128)
+    sock = listen_tcp(address, port, f"--listen: cannot bind {listen}", 128)
     bound_port = sock.getsockname()[1]
     shown = f"[{address}]" if address.version == 6 else str(address)
     return sock, f"http://{shown}:{bound_port}"

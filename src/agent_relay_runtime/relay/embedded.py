@@ -13,7 +13,7 @@ import ipaddress
 import json
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -21,7 +21,7 @@ import uvicorn
 
 from ..exceptions import ConfigError
 from ..fsutil import write_private
-from ..serving import ReadyServer
+from ..serving import ReadyServer, listen_tcp
 from .rest import relay_app
 from .sqlite import SqliteStore
 from .store import Store
@@ -62,18 +62,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
     except ValueError:
         raise ConfigError(f"relay host: an IP address, not {host!r}") from None
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for a
-    # socket made so, and without it every answer waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((str(address), port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"the relay cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(512)
-    return sock
+    return listen_tcp(address, port, f"the relay cannot listen on {host}:{port}", 512)
 
 
 @dataclass
@@ -81,9 +70,6 @@ class EmbeddedRelay:
     workspace: WorkspaceInfo
     store: SqliteStore
     server: ReadyServer
-
-    def stop(self) -> None:
-        self.server.should_exit = True
 
 
 @contextlib.asynccontextmanager
@@ -118,10 +104,6 @@ async def run_embedded(
             sock.close()
     finally:
         await store.aclose()
-
-
-def describe(info: WorkspaceInfo) -> dict[str, str]:
-    return asdict(info)
 
 
 async def serve_alone(relay_dir: Path, host: str, port: int, workspace: str) -> int:
