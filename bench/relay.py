@@ -63,7 +63,7 @@ async def store_rates(messages: int, fanout: int) -> tuple[float, float]:
 
 def raw_rate(messages: int, fanout: int) -> float:
     """The schema's rows from plain sqlite3 in one transaction: the ceiling from Python."""
-    from agent_relay_runtime.relay.sqlite import migrate
+    from agent_relay_runtime.relay.sqlite.base import migrate
 
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         conn = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
