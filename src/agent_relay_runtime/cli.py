@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         "--relay-port", type=int, default=0, help="the embedded relay's port (default: any)"
     )
     p.add_argument("--node-name", help="this node's name in the workspace (default: hostname)")
+    p.add_argument(
+        "--no-agent-actions", dest="agent_actions", action="store_false",
+        help="do not offer agent.create/release/status/list/attach on the workspace",
+    )  # fmt: skip
+    p.add_argument(
+        "--agent-actions-for", metavar="NAME,…",
+        help="only these participants may invoke the agent.* actions (default: everyone)",
+    )  # fmt: skip
 
     p = verb("relay", "run the embedded relay alone, for a team to share")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
@@ -198,10 +206,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         relay_url=args.relay_url or None,
         workspace_key=args.workspace_key or None,
         relay_port=args.relay_port,
+        agent_actions=args.agent_actions,
+        agent_actions_for=_names(args.agent_actions_for),
     )
     if args.node_name:
         config.node_name = args.node_name
     return anyio.run(serve, config)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
 def cmd_relay(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ __all__ = [
     "Failed",
     "Fidelity",
     "Harness",
+    "McpServer",
     "MessageContext",
     "MessageReceipt",
     "RelayMessage",
@@ -278,6 +279,19 @@ class ExitInfo(BaseModel):
     duration_ms: float = 0.0
 
 
+class McpServer(BaseModel):
+    """A stdio MCP server a session is given (``agent-relay`` for the relay's tools). Each
+    harness passes it in its own form (a flag, a config override, its own config file),
+    never by editing the user's config files. ``env`` holds no secret: it may show in a
+    process list (the relay token is read from a 0600 file named in ``args``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class SessionSpec(BaseModel):
     """Everything needed to create a session (the control API's create body).
 
@@ -313,6 +327,7 @@ class SessionSpec(BaseModel):
     yolo: bool = False
     approvals: Literal["ask", "allow", "deny"] = "ask"
     approval_timeout: float = Field(default=600.0, gt=0, le=86400)
+    mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod

@@ -27,23 +27,36 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
 from pydantic import BaseModel, ValidationError
 
 from .aio import Notifier
-from .exceptions import ConfigError
+from .exceptions import ConfigError, RuntimeErrorBase
 from .logs import get_logger
 from .node.link import LinkClosed, RelayLink
 from .relay.client import RelayClient, RelayError
 from .relay.embedded import WorkspaceInfo, run_embedded
 from .relay.wire import ActionInvoke, ActionResult, Capability, Frame, NodeCapabilities
 
-__all__ = ["ActionCall", "ActionHandle", "AgentRelay", "Caller", "Selector"]
+if TYPE_CHECKING:
+    from .node.fleet import Fleet
+
+__all__ = ["ActionCall", "ActionFailed", "ActionHandle", "AgentRelay", "Caller", "Selector"]
 
 Listener = Callable[[dict[str, Any]], Any]
+
+
+class ActionFailed(RuntimeErrorBase):
+    """An invocation that ended in ``action.failed``: the handler's reason."""
+
+    code = "action_failed"
+
+    def __init__(self, action: str, invocation_id: str, reason: str) -> None:
+        super().__init__(f"{action} failed: {reason}")
+        self.action, self.invocation_id, self.reason = action, invocation_id, reason
 
 
 @dataclass(frozen=True)
@@ -104,8 +117,27 @@ class AgentEvents:
     def file_changed(self) -> Selector:
         return Selector(("file.changed",), agent=self.name)
 
+    def busy(self) -> Selector:
+        return Selector(
+            ("status.changed",), agent=self.name, where=lambda d: d.get("state") == "busy"
+        )
+
     def transcript(self) -> Selector:
         return Selector(("transcript.chunk",), agent=self.name)
+
+    def output(self) -> Selector:
+        """What the agent shows: its transcript, and commands it runs with their output."""
+        return Selector(("transcript.chunk", "command.*"), agent=self.name)
+
+    def tool_completed(self) -> Selector:
+        return Selector(("tool.completed", "tool.failed"), agent=self.name)
+
+    def delivered(self) -> Selector:
+        """A message went into the agent (observed evidence that it took it)."""
+        return Selector(("delivery.delivered",), agent=self.name)
+
+    def exited(self) -> Selector:
+        return Selector(("session.exited", "session.failed"), agent=self.name)
 
 
 @dataclass(frozen=True)
@@ -179,7 +211,9 @@ class Messages:
 class AgentRelay:
     """A connection to one workspace. Create with `create_workspace` or `join`."""
 
-    def __init__(self, info: WorkspaceInfo, *, as_name: str | None = None) -> None:
+    def __init__(
+        self, info: WorkspaceInfo, *, as_name: str | None = None, data_dir: Path | None = None
+    ) -> None:
         self.workspace = info
         self.client = RelayClient(info.relay_url, info.key)
         self.messages = Messages(self)
@@ -193,6 +227,10 @@ class AgentRelay:
         self._tg: anyio.abc.TaskGroup | None = None
         self._link: RelayLink | None = None
         self.cursor = 0
+        self._listening = False
+        self._data_dir = data_dir
+        self._fleet: Fleet | None = None
+        self._fleet_lock = anyio.Lock()
         self.log = get_logger(workspace=info.name)
 
     # -- opening and closing --------------------------------------------------------------
@@ -220,7 +258,7 @@ class AgentRelay:
         embedded = await stack.enter_async_context(
             run_embedded(root / name, port=port, workspace=name)
         )
-        relay = cls(embedded.workspace)
+        relay = cls(embedded.workspace, data_dir=root / name)
         relay._stack = stack
         await relay._start()
         return relay
@@ -244,9 +282,11 @@ class AgentRelay:
         self._tg = tg
         self._stack.push_async_callback(self.client.aclose)
         self.cursor = (await self.client.events_page(0, types=["-"]))[1]
-        tg.start_soon(self._listen)
 
     async def close(self) -> None:
+        if self._fleet is not None:  # its agents leave while the node is still joined
+            with anyio.CancelScope(shield=True):
+                await self._fleet.supervisor.shutdown("the app closed its relay")
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         if self._agent is not None:
@@ -366,8 +406,11 @@ class AgentRelay:
                     output = output.model_dump(mode="json")
                 result = ActionResult(invocation_id=frame.invocation_id, output=output)
             except (Exception, ValidationError) as exc:  # the handler's failure is the result
+                # The runtime's own errors are one-line reasons already ("name in use: …").
+                reason = str(exc) if isinstance(exc, RuntimeErrorBase) else None
                 result = ActionResult(
-                    invocation_id=frame.invocation_id, error=f"{type(exc).__name__}: {exc}"
+                    invocation_id=frame.invocation_id,
+                    error=reason or f"{type(exc).__name__}: {exc}",
                 )
         with contextlib.suppress(LinkClosed):
             await link.send(result)
@@ -380,6 +423,10 @@ class AgentRelay:
         chosen = Selector((selector,)) if isinstance(selector, str) else selector
         entry = (chosen, fn)
         self._listeners.append(entry)
+        if not self._listening:  # one subscription, from the cursor taken when opened
+            assert self._tg is not None, "AgentRelay not started"
+            self._listening = True
+            self._tg.start_soon(self._listen)
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
     async def _listen(self) -> None:
@@ -410,3 +457,55 @@ class AgentRelay:
         """Invoke as this app's participant; ``{invocation_id, status}`` at once."""
         data = input.model_dump(mode="json") if isinstance(input, BaseModel) else input
         return await (await self._me()).invoke(action, data)
+
+    async def call(self, action: str, input: Any = None, *, timeout: float = 300.0) -> Any:
+        """Invoke and wait for the result: the handler's output, or `ActionFailed` with
+        its reason. Follows the event log (no polling)."""
+        me = await self._me()
+        with anyio.fail_after(timeout):
+            cursor = (await me.events_page(0, types=["-"]))[1]
+            started = await self.invoke(action, input)
+            wanted = started["invocation_id"]
+            record: dict[str, Any] = {"status": started["status"], "error": started.get("error")}
+            while record["status"] not in ("completed", "failed"):
+                async for event in me.follow(cursor, types=["action.*"], action=action):
+                    cursor = int(event["seq"])
+                    if event["data"].get("id") == wanted:
+                        record = event["data"]
+                        break
+        if record["status"] == "failed":
+            raise ActionFailed(action, wanted, str(record.get("error")))
+        return record.get("output")
+
+    # -- hosting agents in this process ------------------------------------------------------
+
+    async def fleet(self) -> Fleet:
+        """This process's own runtime node on the workspace, started on first use: agents
+        it creates are this process's children, and are released by `close`."""
+        async with self._fleet_lock:
+            if self._fleet is None:
+                assert self._tg is not None, "AgentRelay not started"
+                self._fleet = await self._tg.start(self._run_fleet)
+            return self._fleet
+
+    async def _run_fleet(self, *, task_status: anyio.abc.TaskStatus[Fleet]) -> None:
+        """The fleet's supervisor and node, in a task of their own (whichever task asks
+        first, an action handler say, may end long before them)."""
+        from .daemon.state import resolve_data_dir
+        from .node.fleet import Fleet
+        from .node.hosting import RelayHost
+        from .supervisor import Supervisor
+
+        root = (self._data_dir or resolve_data_dir() / "apps" / self.as_name) / "runtime"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = self.workspace
+        async with Supervisor(data_dir=root) as supervisor, anyio.create_task_group() as tg:
+            host = RelayHost(supervisor, info.relay_url, info.key, f"{self.as_name}-runtime")
+            await tg.start(host.run)
+            fleet = Fleet(supervisor, host, info.relay_url, info.key, root)
+            try:
+                task_status.started(fleet)
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await fleet.aclose()

@@ -140,7 +140,7 @@ class Supervisor:
 
     async def create(self, spec: SessionSpec, *, wait: bool = True) -> Session:
         """Start a session; unless ``wait`` is False, return once it is ready."""
-        name = spec.name or self._auto_name(spec.harness)
+        name = spec.name or self.auto_name(spec.harness)
         spec = spec.model_copy(update={"name": name})
         self._reserve(name)
         try:
@@ -196,7 +196,7 @@ class Supervisor:
         assert self._tg is not None, "supervisor not entered"
         return await self.callbacks.register(self._tg, handler)
 
-    def _auto_name(self, harness: str) -> str:
+    def auto_name(self, harness: str) -> str:
         taken = {s.name for s in self.sessions()} | self._reserved
         index = 1
         while f"{harness}-{index}" in taken:

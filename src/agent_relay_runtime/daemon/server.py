@@ -25,11 +25,14 @@ from ..contract import utcnow
 from ..eventlog import EventLog
 from ..exceptions import ConfigError
 from ..logs import get_logger
+from ..node.fleet import Fleet
 from ..node.hosting import RelayHost
 from ..node.link import RelayRefused
+from ..node.runtime_actions import register_runtime_actions
 from ..port import LocalDeliveryPort
 from ..relay.client import RelayClient, RelayError
 from ..relay.embedded import WorkspaceInfo, run_embedded
+from ..sdk import AgentRelay
 from ..serving import ReadyServer, listen_tcp
 from ..supervisor import Supervisor
 from .api import create_app
@@ -50,6 +53,10 @@ class DaemonConfig:
     workspace_key: str | None = None
     relay_port: int = 0  # the embedded relay's port on 127.0.0.1 (0: any free one)
     node_name: str = field(default_factory=socket.gethostname)
+    # The agent.* actions (spawn and stop agents here): for everyone in the workspace
+    # (None), only for these participants, or not registered at all (agent_actions off).
+    agent_actions: bool = True
+    agent_actions_for: list[str] | None = None
 
 
 def bind_listener(listen: str | None, data: DataDir) -> tuple[socket.socket, str]:
@@ -107,6 +114,10 @@ async def serve(config: DaemonConfig) -> int:
             supervisor.subscribe(port.publish)
             host = RelayHost(supervisor, info.relay_url, info.key, config.node_name)
             relay = RelayAccess(info, host, data.root / "relay")
+            fleet = Fleet(supervisor, host, info.relay_url, info.key, data.root)
+            stack.push_async_callback(fleet.aclose)
+            if config.agent_actions:  # (its task group nests outside the one below)
+                await _offer_agent_actions(config, info, fleet, stack)
             app = create_app(supervisor, port, token, relay)
             server = ReadyServer(
                 uvicorn.Config(
@@ -176,6 +187,21 @@ async def _workspace(
     finally:
         await client.aclose()
     return WorkspaceInfo(str(workspace["name"]), config.workspace_key, config.relay_url)
+
+
+async def _offer_agent_actions(
+    config: DaemonConfig, info: WorkspaceInfo, fleet: Fleet, stack: contextlib.AsyncExitStack
+) -> None:
+    """Register agent.create and friends on the workspace, handled by this node."""
+    relay = await AgentRelay.join(
+        workspace_key=info.key, base_url=info.relay_url, as_name=f"runtime-{config.node_name}"
+    )
+    stack.push_async_callback(relay.close)
+    allowed = config.agent_actions_for
+    register_runtime_actions(
+        relay, fleet, available_to=None if allowed is None else [{"name": n} for n in allowed]
+    )
+    await relay.actions_ready()
 
 
 async def _host(host: RelayHost, scope: anyio.CancelScope) -> None:

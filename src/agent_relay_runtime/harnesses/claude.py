@@ -12,6 +12,7 @@ from ..drivers.claude_stream import ClaudeStreamDriver
 from ..drivers.claude_tui import ClaudeTuiDriver, hook_settings
 from ..drivers.terminal import TerminalDriver
 from ..session.core import Session, SessionOptions
+from ..spawning import creator
 from .context import (
     LaunchContext,
     launch_session,
@@ -20,9 +21,12 @@ from .context import (
     resolve_executable,
     session_env,
 )
+from .mcp_wiring import claude_args
 from .terminal import TerminalLaunch, create_terminal_session
 
-__all__ = ["ClaudeHarness"]
+__all__ = ["ClaudeHarness", "create"]
+
+create = creator("claude")  # create(relay=…, model=…): spawn and register, see spawning
 
 
 class ClaudeHarness:
@@ -42,7 +46,7 @@ class ClaudeHarness:
             cwd=cwd,
             env=env,
             model=spec.model,
-            args=spec.args,
+            args=[*claude_args(spec.mcp_servers), *spec.args],
             resume=spec.resume,
             yolo=spec.yolo,
         )
@@ -58,7 +62,7 @@ class ClaudeHarness:
         launch.state_dir = make_state_dir(ctx, spec, launch.session_id)
         settings = launch.state_dir / "hooks-settings.json"
         launch.env = _config_env(spec, cwd, launch.state_dir if spec.isolated else None)
-        launch.args = ["--settings", str(settings)]
+        launch.args = ["--settings", str(settings), *claude_args(spec.mcp_servers)]
         if spec.yolo:
             launch.args.append("--dangerously-skip-permissions")
         if spec.resume:

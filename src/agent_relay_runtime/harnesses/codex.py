@@ -11,6 +11,7 @@ from ..drivers.codex_app_server import CodexAppServerDriver
 from ..drivers.codex_tui import CodexTuiDriver
 from ..drivers.terminal import TerminalDriver
 from ..session.core import Session, SessionOptions
+from ..spawning import creator
 from .context import (
     LaunchContext,
     launch_session,
@@ -19,9 +20,12 @@ from .context import (
     resolve_executable,
     session_env,
 )
+from .mcp_wiring import codex_args
 from .terminal import TerminalLaunch, create_terminal_session
 
-__all__ = ["CodexHarness"]
+__all__ = ["CodexHarness", "create"]
+
+create = creator("codex")  # create(relay=…, model=…): spawn and register, see spawning
 
 _ISOLATED_CONFIG = """\
 # Written by agent-relay-runtime for an isolated session; removed on release.
@@ -49,7 +53,7 @@ class CodexHarness:
             cwd=cwd,
             env=env,
             model=spec.model,
-            args=spec.args,
+            args=[*codex_args(spec.mcp_servers), *spec.args],
             resume=spec.resume,
             yolo=spec.yolo,
         )
@@ -71,6 +75,7 @@ class CodexHarness:
             or os.environ.get("CODEX_HOME")
             or Path.home() / ".codex"
         )
+        launch.args += codex_args(spec.mcp_servers)
         if spec.yolo:
             launch.args.append("--dangerously-bypass-approvals-and-sandbox")
         if spec.resume:

@@ -30,6 +30,7 @@ from ..drivers.openclaw_tui import OpenClawTuiDriver
 from ..drivers.opencode_server import free_loopback_port
 from ..exceptions import ConfigError
 from ..session.core import Session, SessionOptions
+from ..spawning import creator
 from .context import (
     LaunchContext,
     launch_session,
@@ -38,8 +39,11 @@ from .context import (
     resolve_executable,
     session_env,
 )
+from .mcp_wiring import openclaw_servers
 
-__all__ = ["OpenClawHarness", "gateway_config"]
+__all__ = ["OpenClawHarness", "create", "gateway_config"]
+
+create = creator("openclaw")  # create(relay=…, model=…): spawn and register, see spawning
 
 # What a gateway started for one managed session must not do (see the module docstring).
 _QUIET_ENV = {
@@ -93,6 +97,7 @@ class OpenClawHarness:
             log_file=state_dir / "gateway.log",
             port=port,
         )
+        openclaw_servers(spec.mcp_servers, config)
         config_path = state_dir / "openclaw.json"
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -14,6 +14,7 @@ from ..drivers.opencode_tui import OpenCodeTuiDriver
 from ..drivers.terminal import TerminalDriver
 from ..exceptions import ConfigError
 from ..session.core import Session, SessionOptions
+from ..spawning import creator
 from .context import (
     LaunchContext,
     launch_session,
@@ -22,9 +23,12 @@ from .context import (
     resolve_executable,
     session_env,
 )
+from .mcp_wiring import opencode_env
 from .terminal import TerminalLaunch, create_terminal_session
 
-__all__ = ["OpenCodeHarness"]
+__all__ = ["OpenCodeHarness", "create"]
+
+create = creator("opencode")  # create(relay=…, model=…): spawn and register, see spawning
 
 
 class OpenCodeHarness:
@@ -39,7 +43,10 @@ class OpenCodeHarness:
         session_id = new_id("ses")
         state_dir = make_state_dir(ctx, spec, session_id) if spec.isolated else None
         cwd = resolve_cwd(spec)
-        env = session_env(session_id, _xdg_env(state_dir), _yolo_env(spec), spec.env)
+        env = session_env(
+            session_id, _xdg_env(state_dir), _yolo_env(spec), spec.env,
+            opencode_env(spec.mcp_servers, spec.env),
+        )  # fmt: skip
         if spec.endpoint:
             driver = OpenCodeServerDriver(
                 cwd=cwd,
@@ -72,6 +79,7 @@ class OpenCodeHarness:
         launch.env = {
             **_xdg_env(launch.state_dir),
             **_yolo_env(spec),
+            **opencode_env(spec.mcp_servers, spec.env),
             "OPENCODE_SERVER_PASSWORD": password,
             "OPENCODE_SERVER_USERNAME": "opencode",
         }

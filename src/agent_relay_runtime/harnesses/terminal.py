@@ -18,6 +18,7 @@ from .context import (
     resolve_executable,
     session_env,
 )
+from .mcp_wiring import generic_env
 
 __all__ = ["TerminalHarness", "TerminalLaunch", "create_terminal_session"]
 
@@ -68,6 +69,7 @@ async def create_terminal_session(
         launch.session_id,
         {"TERM": "xterm-256color"},
         profile.command.env,
+        generic_env(spec.mcp_servers),
         launch.env,
         spec.env,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,8 @@ class RelayHost:
         self._events: deque[SessionEvent] = deque()
         self._events_ready = anyio.Event()
         self.dropped_events = 0
-        self._starting: set[str] = set()
+        self._starting: dict[str, anyio.Event] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
         self.log = get_logger(node=name)
 
     async def run(
@@ -83,6 +85,7 @@ class RelayHost:
 
     async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             await tg.start(self.link.run)
             tg.start_soon(self._forward_events)
             task_status.started()
@@ -92,26 +95,60 @@ class RelayHost:
     async def _register_all(self) -> None:
         for session in self.supervisor.sessions():
             if not session.done:
-                await self._register(session.name)
+                await self.register(session.name)
 
-    async def _register(self, name: str) -> None:
+    async def register(self, name: str) -> HostedAgent:
+        """Make ``name`` an agent of the workspace hosted here (again, after a reconnect);
+        its token comes back. A session may be registered before it starts, so that it can
+        be given its token (`agent.create`)."""
         data = await self.link.request(AgentRegister(name=name, session_ref=name, resumable=False))
         hosted = self.agents.setdefault(name, HostedAgent(name))
         hosted.agent_id, hosted.token = str(data["agent_id"]), str(data["token"])
         hosted.acked = int(data.get("delivery_ack_seq") or 0)
         self.registered.notify()
         self.log.info("agent_registered", session=name, agent_id=hosted.agent_id)
+        return hosted
 
-    async def _deregister(self, name: str) -> None:
+    async def deregister(self, name: str, *, forget: bool = False) -> None:
+        """The agent leaves the workspace (its session ended); with ``forget`` (its session
+        never ran), the relay removes it where nothing refers to it yet."""
+        await self._deregister(name, forget=forget)
+
+    @contextlib.contextmanager
+    def starting(self, name: str) -> Iterator[None]:
+        """While ``name`` is registered but its session not yet started (and given its
+        task), deliveries to it wait (instead of failing as unhosted) until the block ends,
+        and its session ending does not deregister it: the block's owner does."""
+        started = self._starting[name] = anyio.Event()
+        try:
+            yield
+        finally:
+            del self._starting[name]
+            started.set()
+
+    async def _deregister(self, name: str, *, forget: bool = False) -> None:
         hosted = self.agents.pop(name, None)
         if hosted is not None:
+            frame = AgentDeregister(name=name, agent_id=hosted.agent_id)
+            if forget:  # an extension field, sent only when set
+                frame = AgentDeregister(name=name, agent_id=hosted.agent_id, forget=True)
             with contextlib.suppress(LinkClosed, RelayRefused, TimeoutError):
-                await self.link.request(AgentDeregister(name=name, agent_id=hosted.agent_id))
+                await self.link.request(frame)
 
     # -- deliveries ---------------------------------------------------------------------------
 
     async def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Deliver):
+            starting = self._starting.get(frame.agent)
+            if starting is not None and self._tg is not None:
+                # Not in the link's reader: it must go on reading while the session starts.
+                self._tg.start_soon(self._deliver_once_started, frame, starting)
+            else:
+                await self._deliver(frame)
+
+    async def _deliver_once_started(self, frame: Deliver, started: anyio.Event) -> None:
+        await started.wait()
+        with contextlib.suppress(LinkClosed):
             await self._deliver(frame)
 
     async def _deliver(self, frame: Deliver) -> None:
@@ -198,7 +235,8 @@ class RelayHost:
     async def _forward(self, event: SessionEvent) -> None:
         name = event.session
         if isinstance(event, SessionStarted):
-            await self._register(name)
+            if name not in self.agents:  # else registered before it started, token and all
+                await self.register(name)
         elif isinstance(event, ReceiptEvent):
             hosted = self.agents.get(name)
             seq = hosted.seq_of.get(event.receipt.message_id) if hosted else None
@@ -214,5 +252,5 @@ class RelayHost:
                 break
             batch.append(self._events.popleft().model_dump(mode="json", exclude={"session"}))
         await self.link.send(AgentEvents.model_validate({"agent": name, "events": batch}))
-        if isinstance(event, (SessionExited, SessionFailed)):
-            await self._deregister(name)
+        if isinstance(event, (SessionExited, SessionFailed)) and name not in self._starting:
+            await self._deregister(name)  # (a session still starting: its creator decides)

@@ -173,7 +173,7 @@ class NodeLink:
                 await self._agent_register(frame)
             case AgentDeregister():
                 self._hosted(frame.name or "", frame.agent_id)
-                await self._drop_agent(frame.name or "", frame.agent_id)
+                await self._drop_agent(frame.name or "", frame.agent_id, forget=frame.forget)
                 await self._ok(frame)
             case DeliveryAck():
                 agent = self._hosted(frame.agent)
@@ -245,11 +245,11 @@ class NodeLink:
                 return agent
         raise ApiError(404, "agent_not_hosted", f"this node does not host an agent named {name!r}")
 
-    async def _drop_agent(self, name: str, agent_id: str | None) -> None:
+    async def _drop_agent(self, name: str, agent_id: str | None, *, forget: bool = False) -> None:
         agent = self._hosted(name, agent_id)
         _, pump = self.agents.pop(agent.name)
         self.hub.detach(pump)
-        await self.store.unbind_agent(agent.id)
+        await self.store.unbind_agent(agent.id, forget=forget)
 
     async def _ok(self, frame: Frame) -> None:
         if frame.id is not None:

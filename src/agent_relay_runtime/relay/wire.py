@@ -132,6 +132,8 @@ class AgentDeregister(_Frame):
     type: Literal["agent.deregister"] = "agent.deregister"
     agent_id: str | None = None
     name: str | None = None
+    # Extension: the agent never ran (its spawn failed); the relay removes it if it can.
+    forget: bool = False
 
 
 class DeliveryAck(_Frame):

@@ -103,8 +103,12 @@ class Nodes(Directory):
         assert agent is not None
         return agent, token, acked
 
-    async def unbind_agent(self, agent_id: str) -> None:
-        """The node no longer hosts the agent: offline, and the node's tokens for it revoked."""
+    async def unbind_agent(self, agent_id: str, *, forget: bool = False) -> None:
+        """The node no longer hosts the agent: offline, and the node's tokens for it revoked.
+
+        With ``forget`` (its session never ran: a spawn that failed), the agent is removed
+        from the workspace, unless something already refers to it (a message, a delivery,
+        a channel it created …): the foreign keys say so, and then it stays, offline."""
 
         def update(conn: sqlite3.Connection) -> None:
             done = conn.execute(
@@ -114,8 +118,21 @@ class Nodes(Directory):
             if not done.rowcount:
                 raise NotFound(f"unknown agent {agent_id!r}")
             conn.execute("DELETE FROM agent_tokens WHERE agent_id = ?", (agent_id,))
+            if forget:
+                _forget(conn, agent_id)
 
         await self._write(update)
+
+
+def _forget(conn: sqlite3.Connection, agent_id: str) -> None:
+    conn.execute("SAVEPOINT forget_agent")
+    try:
+        for table in ("channel_members", "mutes", "agent_cursors"):
+            conn.execute(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+        conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO forget_agent")
+    conn.execute("RELEASE forget_agent")
 
 
 def _node(row: sqlite3.Row) -> Node:

@@ -1,0 +1,129 @@
+"""Spawning agents from Python (``claude.create(relay=…)``) in this process: spawn and
+register in one step, the relay's MCP server wired in with the agent's own token,
+channels joined, the task given; and a spawn that fails half way leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent_relay_runtime.exceptions import RuntimeErrorBase
+from agent_relay_runtime.harnesses import claude, codex
+from agent_relay_runtime.relay.client import RelayClient, RelayError
+from agent_relay_runtime.sdk import AgentRelay
+from agent_relay_runtime.spawning import create_agent
+from agent_relay_runtime.testing import EventRecorder
+
+from .conftest import FAKE_CLAUDE, FAKE_CODEX, read_trace, script_env
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[AgentRelay]:
+    app = await AgentRelay.create_workspace("spawning", data_dir=tmp_path / "ws")
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+async def test_claude_create_spawns_registers_joins_and_gives_the_task(
+    relay: AgentRelay, tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    fleet = await relay.fleet()
+    events = EventRecorder()
+    fleet.supervisor.subscribe(events)
+    agent = await claude.create(
+        relay=relay, name="worker", command=str(FAKE_CLAUDE), channels=["ops"],
+        task="look at issue 7", env=script_env(trace_file=str(trace)),
+    )  # fmt: skip
+    assert (agent.handle, agent.harness) == ("worker", "claude") and agent.id.startswith("agt")
+    assert agent.task is not None and agent.task["status"] in ("accepted", "delivered")
+
+    # Registered and online in the workspace, and a member of #ops.
+    seen = await relay.client.call("GET", "/v1/agents/worker")
+    assert seen["status"] == "online"
+    members = await relay.client.call("GET", "/v1/channels/ops/members")
+    assert "worker" in {m.get("agent_name") or m.get("name") for m in members}
+
+    # The task went in as the first message, from the app that created it.
+    await events.wait_for("turn.completed", session="worker", timeout=15)
+    [submit] = [t for t in read_trace(trace) if t["event"] == "submit"]
+    assert "look at issue 7" in str(submit["text"])
+    assert f"from {relay.as_name}" in str(submit["text"])
+    session = fleet.supervisor.get("worker")
+
+    # The relay's MCP server, as this agent: its token in a 0600 file the config names.
+    argv = session.driver.argv
+    config = json.loads(argv[argv.index("--mcp-config") + 1])
+    server = config["mcpServers"]["agent-relay"]
+    assert server["args"][:3] == ["-m", "agent_relay_runtime", "mcp"]
+    token_file = Path(server["args"][server["args"].index("--token-file") + 1])
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert "--allowedTools=mcp__agent-relay" in argv
+    as_agent = RelayClient(relay.workspace.relay_url, token_file.read_text())
+    try:
+        sent = await as_agent.send("#ops", "hello from the worker's own token")
+        assert sent["agent_name"] == "worker"
+    finally:
+        await as_agent.aclose()
+
+    # Released: offline in the workspace, the token file gone with the session.
+    await agent.release("done")
+    assert not token_file.exists()
+    status = await agent.status()
+    assert status["status"] == "offline"
+
+
+async def test_a_codex_agent_gets_the_mcp_server_as_config_overrides(
+    relay: AgentRelay, tmp_path: Path
+) -> None:
+    agent = await codex.create(relay=relay, name="coder", command=str(FAKE_CODEX), env=script_env())
+    argv = (await relay.fleet()).supervisor.get("coder").driver.argv
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
+    assert any(o.startswith('mcp_servers."agent-relay".command=') for o in overrides)
+    assert any("--token-file" in o for o in overrides if ".args=" in o)
+    await agent.release()
+
+
+async def test_a_spawn_that_fails_half_way_leaves_no_agent_no_process_no_token(
+    relay: AgentRelay, tmp_path: Path
+) -> None:
+    failing = tmp_path / "crashes-at-start"
+    failing.write_text("#!/bin/sh\necho 'no model configured' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    with pytest.raises(RuntimeErrorBase, match="exit code 3"):
+        await claude.create(relay=relay, name="ghost", command=str(failing))
+    with pytest.raises(RelayError) as missing:
+        await relay.client.call("GET", "/v1/agents/ghost")
+    assert missing.value.status == 404
+    fleet = await relay.fleet()
+    assert not (fleet.agents_dir / "ghost").exists()
+    assert fleet.supervisor.sessions() == []
+
+
+async def test_precise_errors_before_anything_is_spawned(
+    relay: AgentRelay, tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeErrorBase, match="cwd not found"):
+        await claude.create(relay=relay, name="a1", command=str(FAKE_CLAUDE), cwd=tmp_path / "no")
+    with pytest.raises(RuntimeErrorBase, match="harness 'claude' not installed on this node"):
+        await claude.create(relay=relay, name="a2", command=str(tmp_path / "no-such-claude"))
+    with pytest.raises(RuntimeErrorBase, match="unknown harness"):
+        await create_agent(relay, "no-such-harness", name="a3")
+    first = await claude.create(relay=relay, name="twin", command=str(FAKE_CLAUDE))
+    with pytest.raises(RuntimeErrorBase, match="name in use"):
+        await claude.create(relay=relay, name="twin", command=str(FAKE_CLAUDE))
+    await relay.client.register("alice", kind="human")
+    with pytest.raises(RuntimeErrorBase, match="name in use: 'alice' is a human"):
+        await claude.create(relay=relay, name="alice", command=str(FAKE_CLAUDE))
+    await first.release()
+    for name in ("a1", "a2", "a3"):
+        with pytest.raises(RelayError):
+            await relay.client.call("GET", f"/v1/agents/{name}")
