@@ -59,7 +59,9 @@ class Daemon:
         return self.proc.wait(timeout=timeout)
 
 
-def start_daemon(data: Path, *extra: str, workspace: str = "local") -> Daemon:
+def start_daemon(
+    data: Path, *extra: str, workspace: str = "local", env: dict[str, str] | None = None
+) -> Daemon:
     log = data.parent / "daemon.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
@@ -67,7 +69,7 @@ def start_daemon(data: Path, *extra: str, workspace: str = "local") -> Daemon:
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the daemon announces itself once it listens
