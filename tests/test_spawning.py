@@ -108,9 +108,7 @@ async def test_a_spawn_that_fails_half_way_leaves_no_agent_no_process_no_token(
     assert fleet.supervisor.sessions() == []
 
 
-async def test_precise_errors_before_anything_is_spawned(
-    relay: AgentRelay, tmp_path: Path
-) -> None:
+async def test_precise_errors_before_anything_is_spawned(relay: AgentRelay, tmp_path: Path) -> None:
     with pytest.raises(RuntimeErrorBase, match="cwd not found"):
         await claude.create(relay=relay, name="a1", command=str(FAKE_CLAUDE), cwd=tmp_path / "no")
     with pytest.raises(RuntimeErrorBase, match="harness 'claude' not installed on this node"):
