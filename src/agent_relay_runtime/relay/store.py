@@ -29,6 +29,7 @@ __all__ = [
     "Conflict",
     "Conversation",
     "Delivery",
+    "DeliveryFinal",
     "EventRecord",
     "FileRecord",
     "Inbox",
@@ -39,6 +40,7 @@ __all__ = [
     "MessageStats",
     "Node",
     "NotFound",
+    "PendingDeliveries",
     "ReactionGroup",
     "ReactionNote",
     "ReadMarker",
@@ -74,6 +76,16 @@ class Conflict(StoreError):
 
 class AckOutOfRange(StoreError):
     """An acknowledgement of nothing new (a replay) or of deliveries never sent."""
+
+
+class DeliveryFinal(Conflict):
+    """A change to a delivery that is settled already: ``state`` says how (``acked``: by
+    the agent, or cumulatively by its node; ``failed``; ``delivered``: a node's final
+    receipt, not acknowledged yet, which a failure or deferral cannot replace)."""
+
+    def __init__(self, delivery_id: str, state: Literal["acked", "failed", "delivered"]) -> None:
+        super().__init__(f"delivery {delivery_id!r} is {state} already")
+        self.state = state
 
 
 _last_id_ms = 0
@@ -180,6 +192,17 @@ class Delivery(BaseModel):
     retryable: bool | None = None
     evidence: str | None = None
     updated_at: str
+
+
+SettleOutcome = Literal["ack", "fail", "defer"]
+
+
+class PendingDeliveries(BaseModel):
+    """An agent's deliveries waiting for it, oldest first, each with its push payload; and
+    when the soonest of those held back by a deferral comes due (None: none is)."""
+
+    items: list[tuple[Delivery, dict[str, Any]]]
+    next_due: str | None = None
 
 
 class Node(BaseModel):
@@ -401,9 +424,12 @@ class Store(Protocol):
         mentions: Sequence[str] = (),
         blocks: Any = None,
         metadata: dict[str, Any] | None = None,
+        attachments: Sequence[str] = (),
     ) -> tuple[Message, list[Delivery]]:
-        """Write the message, its mentions and one delivery per target agent (each with
-        the agent's next seq), and its ``message.created`` event, in one transaction."""
+        """Write the message, its mentions, its attachments (ids of complete files, in
+        order; `Conflict` if one is not), one delivery per target agent (each with the
+        agent's next seq), and its ``message.created`` event, in one transaction. The
+        push payload handed to ``on_deliveries`` carries the attachments."""
         ...
 
     async def thread_replies(
@@ -496,6 +522,39 @@ class Store(Protocol):
     async def acked_seq(self, agent_id: str) -> int: ...
 
     async def receipts(self, message_id: str) -> list[Receipt]: ...
+
+    # -- polling: an agent without a node takes its deliveries over REST ------------------
+
+    async def pending_deliveries(self, agent_id: str, limit: int = 50) -> PendingDeliveries:
+        """The agent's deliveries after its acknowledged seq that are neither settled
+        (acknowledged, failed) nor deferred to a time still to come, oldest first."""
+        ...
+
+    async def deliveries_in_state(
+        self, agent_id: str, state: Literal["queued", "delivered", "acked", "failed"], limit: int
+    ) -> list[tuple[Delivery, dict[str, Any]]]:
+        """The agent's deliveries as relaycast names their state, oldest first: ``queued``
+        (not settled, deferred ones included), ``delivered`` (a final receipt, not
+        acknowledged), ``acked``, ``failed``."""
+        ...
+
+    async def settle_delivery(
+        self,
+        agent_id: str,
+        delivery_id: str,
+        outcome: SettleOutcome,
+        *,
+        reason: str | None = None,
+        retryable: bool | None = None,
+        available_at: str | None = None,
+    ) -> tuple[Delivery, dict[str, Any]]:
+        """What the agent did with one of its deliveries, with its receipt and event, in one
+        transaction: ``ack`` (delivered, and acknowledged), ``fail`` (failed and settled:
+        it does not come back), ``defer`` (it comes back at ``available_at``). The agent's
+        acknowledged seq moves over every settled delivery that follows it, as a node's
+        cumulative ack would. `NotFound` for an id that is not one of the agent's;
+        `DeliveryFinal` for one settled already."""
+        ...
 
     # -- nodes ------------------------------------------------------------------------------
 

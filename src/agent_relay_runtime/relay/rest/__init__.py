@@ -14,7 +14,7 @@ from ..actions import ActionService
 from ..hub import Hub
 from ..node_server import node_route
 from ..store import Store
-from . import actions, agents, channels, dms, events, files, inbox, messages, presence
+from . import actions, agents, channels, deliveries, dms, events, files, inbox, messages, presence
 from .kit import Api, ApiError
 
 __all__ = ["Api", "ApiError", "relay_app"]
@@ -35,7 +35,7 @@ def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
     return Starlette(
         routes=[
             *presence.routes(api), *agents.routes(api), *channels.routes(api),
-            *messages.routes(api), *dms.routes(api), *inbox.routes(api),
+            *messages.routes(api), *dms.routes(api), *inbox.routes(api), *deliveries.routes(api),
             *files.routes(api, files_dir),
             *actions.routes(api, service), *events.routes(api), node_route(api, hub, service),
         ]

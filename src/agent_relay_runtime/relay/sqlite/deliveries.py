@@ -1,9 +1,10 @@
 """Posting a message with its durable deliveries; acknowledgements and receipts.
 
 A delivery's push payload (the ``message.created`` data of a ``deliver`` frame) is built
-in the same transaction that writes the message, and handed to ``on_deliveries`` after
-the commit: a node that is caught up gets it without another read. A node catching up
-reads its backlog with `deliveries_after`, which builds the same payload from the rows.
+in the same transaction that writes the message (and its attachments), and handed to
+``on_deliveries`` after the commit: a node that is caught up gets it without another
+read. A node catching up reads its backlog with `deliveries_after`, which builds the same
+payload from the rows (`delivery_rows`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from ..store import (
     AckOutOfRange,
+    Conflict,
     Delivery,
     DeliveryStatus,
     Message,
@@ -22,11 +24,24 @@ from ..store import (
     Receipt,
     ordered_id,
 )
-from .base import SqliteBase, timestamp
+from .base import timestamp
+from .delivery_rows import (
+    WITH_MESSAGE,
+    attachment_view,
+    delivery_from,
+    delivery_id,
+    parse_delivery_id,
+    push_payload,
+    receipt_event,
+    with_payloads,
+)
 from .events import insert_event
+from .polling import Polling, advance_acked
+
+__all__ = ["Deliveries", "delivery_id", "parse_delivery_id", "push_payload"]
 
 
-class Deliveries(SqliteBase):
+class Deliveries(Polling):
     async def post_message(
         self,
         *,
@@ -40,6 +55,7 @@ class Deliveries(SqliteBase):
         mentions: Sequence[str] = (),
         blocks: Any = None,
         metadata: dict[str, Any] | None = None,
+        attachments: Sequence[str] = (),
     ) -> tuple[Message, list[Delivery]]:
         now = timestamp()
         message = Message(
@@ -63,12 +79,13 @@ class Deliveries(SqliteBase):
                 )
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
+            attached = _attach(conn, workspace_id, message.id, attachments)
             names = conn.execute(
                 "SELECT a.name AS from_name, c.name AS channel_name, c.kind AS channel_kind"
                 " FROM agents a, channels c WHERE a.id = ? AND c.id = ?",
                 (sender_id, channel_id),
             ).fetchone()
-            payload = push_payload(message, dict(names), mode)
+            payload = push_payload(message, dict(names), mode, attached)
             # Every target's next seq in one statement, then the rows in one more.
             wanted = list(dict.fromkeys(targets))
             marks = ", ".join("?" * len(wanted))
@@ -113,30 +130,16 @@ class Deliveries(SqliteBase):
     async def deliveries_after(
         self, agent_id: str, after_seq: int, limit: int = 500
     ) -> list[tuple[Delivery, dict[str, Any]]]:
-        """The agent's deliveries with ``seq > after_seq``, each with its push payload."""
+        """The agent's deliveries with ``seq > after_seq``, each with its push payload;
+        not those the agent settled over REST already (out of order, past the cursor)."""
 
         def read(conn: sqlite3.Connection) -> list[tuple[Delivery, dict[str, Any]]]:
             rows = conn.execute(
-                "SELECT d.*, m.channel_id, m.agent_id AS sender_id, m.text, m.blocks,"
-                " m.metadata, m.thread_id, m.created_at, a.name AS from_name,"
-                " c.name AS channel_name, c.kind AS channel_kind"
-                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                " JOIN agents a ON a.id = m.agent_id JOIN channels c ON c.id = m.channel_id"
-                " WHERE d.agent_id = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                f"{WITH_MESSAGE} WHERE d.agent_id = ? AND d.seq > ? AND d.acked = 0"
+                " ORDER BY d.seq LIMIT ?",
                 (agent_id, after_seq, limit),
             ).fetchall()
-            found = []
-            for row in rows:
-                message = Message(
-                    id=row["message_id"], workspace_id=row["workspace_id"],
-                    channel_id=row["channel_id"], agent_id=row["sender_id"], text=row["text"],
-                    blocks=None if row["blocks"] is None else json.loads(row["blocks"]),
-                    metadata=json.loads(row["metadata"]), thread_id=row["thread_id"],
-                    created_at=row["created_at"],
-                )  # fmt: skip
-                names = {k: row[k] for k in ("from_name", "channel_name", "channel_kind")}
-                found.append((_delivery(row), push_payload(message, names, row["mode"])))
-            return found
+            return with_payloads(conn, rows)
 
         return await self._read(read)
 
@@ -147,7 +150,7 @@ class Deliveries(SqliteBase):
             agent_id,
             limit,
         )
-        return [_delivery(row) for row in rows]
+        return [delivery_from(row) for row in rows]
 
     async def acked_seq(self, agent_id: str) -> int:
         rows = await self._rows("SELECT acked_seq FROM agent_cursors WHERE agent_id = ?", agent_id)
@@ -177,9 +180,10 @@ class Deliveries(SqliteBase):
             )
             done = conn.execute(
                 "UPDATE deliveries SET acked = 1, updated_at = ?"
-                " WHERE agent_id = ? AND seq > ? AND seq <= ?",
+                " WHERE agent_id = ? AND seq > ? AND seq <= ? AND acked = 0",
                 (timestamp(), agent_id, cursor["acked_seq"], up_to_seq),
             )
+            advance_acked(conn, agent_id)  # past what was settled over REST beyond it
             return done.rowcount
 
         return await self._write(update)
@@ -219,17 +223,11 @@ class Deliveries(SqliteBase):
                 )
                 if not found:
                     raise NotFound(f"unknown delivery {delivery_id!r}")
-                return _delivery(found)  # already final: the late receipt changes nothing
-            delivery = _delivery(row)
-            agent = conn.execute("SELECT name FROM agents WHERE id = ?", (row["agent_id"],))
-            name = agent.fetchone()["name"]
-            insert_event(
-                conn, row["workspace_id"], f"delivery.{status}",
-                {"delivery_id": delivery.id, "message_id": delivery.message_id,
-                 "agent_name": name, "seq": delivery.seq,
-                 "reason": reason, "retryable": retryable, "available_at": available_at,
-                 "evidence": evidence},
-                agent=name,
+                return delivery_from(found)  # already final: the late receipt changes nothing
+            delivery = delivery_from(row)
+            receipt_event(
+                conn, row["workspace_id"], delivery, status, reason=reason, retryable=retryable,
+                available_at=available_at, evidence=evidence,
             )  # fmt: skip
             return delivery
 
@@ -242,46 +240,29 @@ class Deliveries(SqliteBase):
             " ON a.id = d.agent_id WHERE d.message_id = ? ORDER BY a.name",
             message_id,
         )
-        return [Receipt(agent_name=row["agent_name"], delivery=_delivery(row)) for row in rows]
+        return [Receipt(agent_name=row["agent_name"], delivery=delivery_from(row)) for row in rows]
 
 
-def push_payload(message: Message, names: dict[str, Any], mode: str) -> dict[str, Any]:
-    """The ``message.created`` data a ``deliver`` frame carries (relaycast's shape)."""
-    channel = names["channel_name"] if names.get("channel_kind", "channel") == "channel" else None
-    return {
-        "id": message.id,
-        "channel_id": message.channel_id,
-        "agent_id": message.agent_id,
-        "agent_name": names["from_name"],
-        "text": message.text,
-        "blocks": message.blocks,
-        "metadata": message.metadata,
-        "has_attachments": False,
-        "thread_id": message.thread_id,
-        "created_at": message.created_at,
-        "mentions": message.mentions,
-        "attachments": [],
-        "injection_mode": mode,
-        "channel_name": channel,
-        "conversation_kind": names.get("channel_kind", "channel"),
-        "from_name": names["from_name"],
-    }
-
-
-def delivery_id(agent_id: str, seq: int) -> str:
-    """A delivery's id, made of its key: ``del_<agent id without agt_>_<seq>``."""
-    return f"del_{agent_id.removeprefix('agt_')}_{seq}"
-
-
-def parse_delivery_id(value: str) -> tuple[str, int] | None:
-    agent, _, seq = value.removeprefix("del_").rpartition("_")
-    if not value.startswith("del_") or not agent or not seq.isdigit():
-        return None
-    return f"agt_{agent}", int(seq)
-
-
-def _delivery(row: sqlite3.Row) -> Delivery:
-    fields = {k: row[k] for k in Delivery.model_fields if k != "id" and k in row.keys()}  # noqa: SIM118 - a Row is not a dict
-    fields["acked"] = bool(row["acked"])
-    fields["retryable"] = None if row["retryable"] is None else bool(row["retryable"])
-    return Delivery(id=delivery_id(row["agent_id"], row["seq"]), **fields)
+def _attach(
+    conn: sqlite3.Connection, workspace_id: str, message_id: str, file_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Attach the files to the message, in order; what the payload shows of them.
+    `Conflict` unless each is a complete file of the workspace (checked here, in the
+    message's transaction: a file deleted meanwhile is not attached)."""
+    wanted = list(dict.fromkeys(file_ids))
+    if not wanted:
+        return []
+    rows = conn.execute(
+        f"SELECT * FROM files WHERE id IN ({', '.join('?' * len(wanted))})"
+        " AND workspace_id = ? AND status = 'complete'",
+        (*wanted, workspace_id),
+    ).fetchall()
+    found = {row["id"]: row for row in rows}
+    missing = [file_id for file_id in wanted if file_id not in found]
+    if missing:
+        raise Conflict(f"file {missing[0]!r} is not a complete file of this workspace")
+    conn.executemany(
+        "INSERT INTO message_attachments (message_id, file_id, position) VALUES (?, ?, ?)",
+        [(message_id, file_id, n) for n, file_id in enumerate(wanted)],
+    )
+    return [attachment_view(found[file_id]) for file_id in wanted]

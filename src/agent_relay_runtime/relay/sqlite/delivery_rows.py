@@ -1,0 +1,157 @@
+"""A delivery as its rows make it: its id, its model, and its push payload.
+
+The push payload is the ``message.created`` data a ``deliver`` frame carries (relaycast's
+shape), and what a delivery polled over REST carries as its ``message``. It is built
+once when the message is written; a delivery read back later (a node's backlog, a poll)
+gets the same payload from the rows, attachments included.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..store import Delivery, DeliveryStatus, Message
+from .events import insert_event
+
+__all__ = [
+    "WITH_MESSAGE",
+    "attachment_view",
+    "attachments_of",
+    "delivery_from",
+    "delivery_id",
+    "parse_delivery_id",
+    "push_payload",
+    "receipt_event",
+    "with_payloads",
+]
+
+# A delivery's row with what its payload is made of (its message, sender, conversation).
+WITH_MESSAGE = (
+    "SELECT d.*, m.channel_id, m.agent_id AS sender_id, m.text, m.blocks, m.metadata,"
+    " m.thread_id, m.created_at, a.name AS from_name, c.name AS channel_name,"
+    " c.kind AS channel_kind"
+    " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+    " JOIN agents a ON a.id = m.agent_id JOIN channels c ON c.id = m.channel_id"
+)
+
+
+def delivery_id(agent_id: str, seq: int) -> str:
+    """A delivery's id, made of its key: ``del_<agent id without agt_>_<seq>``."""
+    return f"del_{agent_id.removeprefix('agt_')}_{seq}"
+
+
+def parse_delivery_id(value: str) -> tuple[str, int] | None:
+    agent, _, seq = value.removeprefix("del_").rpartition("_")
+    if not value.startswith("del_") or not agent or not seq.isdigit():
+        return None
+    return f"agt_{agent}", int(seq)
+
+
+def delivery_from(row: sqlite3.Row) -> Delivery:
+    fields = {k: row[k] for k in Delivery.model_fields if k != "id" and k in row.keys()}  # noqa: SIM118 - a Row is not a dict
+    fields["acked"] = bool(row["acked"])
+    fields["retryable"] = None if row["retryable"] is None else bool(row["retryable"])
+    return Delivery(id=delivery_id(row["agent_id"], row["seq"]), **fields)
+
+
+def attachment_view(file: sqlite3.Row) -> dict[str, Any]:
+    """A file attached to a message, as relaycast's `FileAttachment`."""
+    received = file["received"]
+    return {
+        "file_id": file["id"],
+        "filename": file["filename"],
+        "content_type": file["content_type"],
+        "size_bytes": received if received is not None else file["size"],
+    }
+
+
+def attachments_of(
+    conn: sqlite3.Connection, message_ids: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each message's attachments not deleted, in order (messages without any: absent)."""
+    wanted = list(dict.fromkeys(message_ids))
+    found: dict[str, list[dict[str, Any]]] = {}
+    if not wanted:
+        return found
+    rows = conn.execute(
+        "SELECT ma.message_id, f.* FROM message_attachments ma JOIN files f ON f.id = ma.file_id"
+        f" WHERE ma.message_id IN ({', '.join('?' * len(wanted))}) AND f.status != 'deleted'"
+        " ORDER BY ma.message_id, ma.position",
+        wanted,
+    )
+    for row in rows:
+        found.setdefault(row["message_id"], []).append(attachment_view(row))
+    return found
+
+
+def push_payload(
+    message: Message,
+    names: dict[str, Any],
+    mode: str,
+    attachments: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The ``message.created`` data a ``deliver`` frame carries (relaycast's shape)."""
+    channel = names["channel_name"] if names.get("channel_kind", "channel") == "channel" else None
+    return {
+        "id": message.id,
+        "channel_id": message.channel_id,
+        "agent_id": message.agent_id,
+        "agent_name": names["from_name"],
+        "text": message.text,
+        "blocks": message.blocks,
+        "metadata": message.metadata,
+        "has_attachments": bool(attachments),
+        "thread_id": message.thread_id,
+        "created_at": message.created_at,
+        "mentions": message.mentions,
+        "attachments": list(attachments),
+        "injection_mode": mode,
+        "channel_name": channel,
+        "conversation_kind": names.get("channel_kind", "channel"),
+        "from_name": names["from_name"],
+    }
+
+
+def with_payloads(
+    conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]
+) -> list[tuple[Delivery, dict[str, Any]]]:
+    """Rows read with `WITH_MESSAGE`, each as its delivery and push payload."""
+    attached = attachments_of(conn, (row["message_id"] for row in rows))
+    found = []
+    for row in rows:
+        message = Message(
+            id=row["message_id"], workspace_id=row["workspace_id"], channel_id=row["channel_id"],
+            agent_id=row["sender_id"], text=row["text"],
+            blocks=None if row["blocks"] is None else json.loads(row["blocks"]),
+            metadata=json.loads(row["metadata"]), thread_id=row["thread_id"],
+            created_at=row["created_at"],
+        )  # fmt: skip
+        names = {k: row[k] for k in ("from_name", "channel_name", "channel_kind")}
+        payload = push_payload(message, names, row["mode"], attached.get(row["message_id"], ()))
+        found.append((delivery_from(row), payload))
+    return found
+
+
+def receipt_event(
+    conn: sqlite3.Connection,
+    workspace_id: str,
+    delivery: Delivery,
+    status: DeliveryStatus,
+    *,
+    reason: str | None = None,
+    retryable: bool | None = None,
+    available_at: str | None = None,
+    evidence: str | None = None,
+) -> None:
+    """Append ``delivery.<status>`` for a receipt just recorded (under the agent's name)."""
+    name = conn.execute("SELECT name FROM agents WHERE id = ?", (delivery.agent_id,)).fetchone()[0]
+    insert_event(
+        conn, workspace_id, f"delivery.{status}",
+        {"delivery_id": delivery.id, "message_id": delivery.message_id, "agent_name": name,
+         "seq": delivery.seq, "reason": reason, "retryable": retryable,
+         "available_at": available_at, "evidence": evidence},
+        agent=name,
+    )  # fmt: skip
