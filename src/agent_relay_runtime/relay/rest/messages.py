@@ -9,6 +9,7 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.routing import Route
 
+from ..store import Conflict
 from .files import attachments_of
 from .kit import Api, ApiError, Body, Caller
 
@@ -71,13 +72,15 @@ async def post(
             raise ApiError(403, "not_a_participant", "you are not in this conversation")
         mentioned = [m for m in mentioned if m in members]
     targets: Sequence[str] = [a for a in dict.fromkeys([*members, *mentioned]) if a != agent.id]
-    message, _ = await store.post_message(
-        workspace_id=caller.workspace.id, channel_id=channel_id, sender_id=agent.id,
-        text=body.text, targets=targets, mode=body.mode, mentions=mentioned,
-        metadata=body.data, thread_id=thread_id,
-    )  # fmt: skip
-    if attached:
-        await store.attach_files(message.id, [f.id for f in attached])
+    try:
+        # The attachments go in with the message (and in what its deliveries push).
+        message, _ = await store.post_message(
+            workspace_id=caller.workspace.id, channel_id=channel_id, sender_id=agent.id,
+            text=body.text, targets=targets, mode=body.mode, mentions=mentioned,
+            metadata=body.data, thread_id=thread_id, attachments=[f.id for f in attached],
+        )  # fmt: skip
+    except Conflict as exc:  # a file deleted since it was checked
+        raise ApiError(409, "file_not_complete", str(exc)) from None
     return await api.message_view(message, body.mode, sender=agent, attachments=attached)
 
 
