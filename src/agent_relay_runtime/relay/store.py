@@ -717,3 +717,92 @@ class Store(Protocol):
     async def set_presence(self, agent_id: str, status: AgentStatus) -> Agent:
         """Set the agent's status, and its last_seen to now."""
         ...
+
+    # Watches: one-shot notices, to a watcher, that an agent went idle or took a delivery.
+
+    async def add_watch(
+        self,
+        workspace_id: str,
+        watcher_id: str,
+        agent_id: str,
+        on: WatchOn,
+        message_id: str | None = None,
+    ) -> Watch:
+        """A pending watch; its ``after_seq`` is the log's head as it is written, so only
+        later events fire it. `Conflict` if the name of the system participant that sends
+        the notices (``relay``) is another participant's."""
+        ...
+
+    async def watch_by_id(self, watch_id: str) -> Watch | None: ...
+
+    async def list_watches(
+        self, workspace_id: str | None, watcher_id: str | None = None
+    ) -> list[Watch]:
+        """The pending watches of the workspace (None: of every workspace), of
+        ``watcher_id`` only if given, oldest first."""
+        ...
+
+    async def cancel_watch(self, watch_id: str) -> bool:
+        """Drop a pending watch; False if there is none (fired or cancelled already)."""
+        ...
+
+    async def watches_on(self, workspace_id: str, agent_name: str) -> list[Watch]:
+        """The pending watches of the agent named ``agent_name``, oldest first."""
+        ...
+
+    async def watched_events(
+        self, cursor: int, limit: int = 500
+    ) -> tuple[list[tuple[str, EventRecord]], int]:
+        """(workspace id, event) of every workspace with ``seq > cursor`` of the types
+        that fire watches, in order, and the cursor to continue from; none while no watch
+        is pending (the cursor moves to the head)."""
+        ...
+
+    async def last_status(
+        self, workspace_id: str, agent_name: str, up_to_seq: int
+    ) -> EventRecord | None:
+        """The agent's newest ``status.changed`` event with ``seq <= up_to_seq``."""
+        ...
+
+    async def delivery_of(self, agent_id: str, message_id: str) -> Delivery | None:
+        """The agent's delivery of the message, as it stands."""
+        ...
+
+    async def fire_watch(
+        self, watch_id: str, text: str, data: dict[str, Any]
+    ) -> tuple[Message, EventRecord] | None:
+        """In one transaction: drop the pending watch, DM its watcher ``text`` (``data`` as
+        the message's metadata) from the workspace's system participant ``relay`` (made on
+        first use), with a durable delivery, and append ``watch.fired`` with ``data``.
+        None if the watch is gone (fired or cancelled already): it fires once."""
+        ...
+
+    async def watch_cursor(self) -> int:
+        """How far the watch service has read the log (0 at first)."""
+        ...
+
+    async def save_watch_cursor(self, seq: int) -> None:
+        """Move the watch service's cursor forward to ``seq`` (never back)."""
+        ...
+
+
+WatchOn = Literal["idle", "delivered"]
+
+
+class Watch(BaseModel):
+    """A pending watch: ``watcher`` is told once when ``agent`` is idle, or takes a
+    delivery (of ``message_id`` only, if given)."""
+
+    id: str
+    workspace_id: str
+    watcher_id: str
+    watcher_name: str
+    agent_id: str
+    agent_name: str
+    on: WatchOn
+    message_id: str | None = None
+    after_seq: int
+    created_at: str
+
+
+__all__ += ["Watch", "WatchOn"]

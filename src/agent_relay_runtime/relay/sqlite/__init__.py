@@ -14,6 +14,7 @@ from .files import Files
 from .nodes import Nodes
 from .presence import Presence
 from .read_state import ReadState
+from .watches import Watches
 
 __all__ = ["SqliteStore", "delivery_id", "migrations", "parse_delivery_id"]
 
@@ -30,5 +31,6 @@ class SqliteStore(
     ReadState,
     Files,
     Presence,
+    Watches,
 ):
     """`Store` on one SQLite file. Open with `SqliteStore.open`."""
