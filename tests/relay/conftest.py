@@ -32,7 +32,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[RunningRelay]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(relay_app(store), log_level="warning", lifespan="off")
+    config = uvicorn.Config(relay_app(store), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     try:
         async with anyio.create_task_group() as tg:

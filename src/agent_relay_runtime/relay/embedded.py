@@ -90,7 +90,7 @@ async def run_embedded(
         shown = f"[{host}]" if ":" in host else host
         info = WorkspaceInfo(name=name, key=key, relay_url=f"http://{shown}:{bound}")
         config = uvicorn.Config(
-            relay_app(store), log_config=None, access_log=False, lifespan="off",
+            relay_app(store), log_config=None, access_log=False, lifespan="on",
             timeout_graceful_shutdown=2, ws_max_size=16 << 20,
         )  # fmt: skip
         server = ReadyServer(config)

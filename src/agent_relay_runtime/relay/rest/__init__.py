@@ -14,7 +14,9 @@ from ..actions import ActionService
 from ..hub import Hub
 from ..node_server import node_route
 from ..store import Store
+from ..watches import WatchService
 from . import actions, agents, channels, deliveries, dms, events, files, inbox, messages, presence
+from . import watches as watch_routes
 from .kit import Api, ApiError
 
 __all__ = ["Api", "ApiError", "relay_app"]
@@ -32,11 +34,14 @@ def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
     api = Api(store)
     hub = Hub(store)
     service = ActionService(store, hub)
+    watches = WatchService(store)
     return Starlette(
         routes=[
             *presence.routes(api), *agents.routes(api), *channels.routes(api),
             *messages.routes(api), *dms.routes(api), *inbox.routes(api), *deliveries.routes(api),
             *files.routes(api, files_dir),
             *actions.routes(api, service), *events.routes(api), node_route(api, hub, service),
-        ]
+            *watch_routes.routes(api, watches),
+        ],
+        lifespan=watches.lifespan,  # runs the watch service (uvicorn with lifespan="on")
     )  # fmt: skip
