@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -154,3 +155,58 @@ class RelayClient:
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
                     yield json.loads(line[6:])
+
+    # -- an agent's own view (used with its token, e.g. by the MCP server) --------------------
+
+    async def me(self) -> dict[str, Any]:
+        """The agent this client's token belongs to."""
+        return dict(await self.call("GET", "/v1/agent"))
+
+    async def agents(self) -> list[dict[str, Any]]:
+        return list(await self.call("GET", "/v1/agents"))
+
+    async def channels(self) -> list[dict[str, Any]]:
+        return list(await self.call("GET", "/v1/channels"))
+
+    async def join_channel(self, name: str) -> dict[str, Any]:
+        path = f"/v1/channels/{_segment(name.removeprefix('#'))}/join"
+        return dict(await self.call("POST", path))
+
+    async def channel_messages(
+        self, name: str, *, limit: int = 50, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A channel's top-level messages, oldest first: the newest ``limit`` (before
+        the message id ``before``, if given)."""
+        path = f"/v1/channels/{_segment(name.removeprefix('#'))}/messages"
+        return list(await self.call("GET", path, limit=limit, before=before))
+
+    async def dm_messages(
+        self, conversation_id: str, *, limit: int = 50, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A DM conversation's messages, as `channel_messages`."""
+        path = f"/v1/dm/{_segment(conversation_id)}/messages"
+        return list(await self.call("GET", path, limit=limit, before=before))
+
+    async def inbox(self, limit: int = 50) -> dict[str, Any]:
+        """Unread channels (counts), unread mentions and unread DMs of this agent."""
+        return dict(await self.call("GET", "/v1/inbox", limit=limit))
+
+    async def mark_read(self, message_id: str) -> dict[str, Any]:
+        return dict(await self.call("POST", f"/v1/messages/{_segment(message_id)}/read"))
+
+    async def actions(self) -> list[dict[str, Any]]:
+        """The workspace's actions: name, description, input_schema, available_to, …"""
+        return list(await self.call("GET", "/v1/actions"))
+
+    async def watch(self, agent: str, on: str, message_id: str | None = None) -> dict[str, Any]:
+        """Ask the relay to message this agent when ``agent`` becomes idle (``on="idle"``)
+        or takes a delivery (``on="delivered"``, of ``message_id`` if given)."""
+        body: dict[str, Any] = {"agent": agent.removeprefix("@"), "on": on}
+        if message_id is not None:
+            body["message_id"] = message_id
+        return dict(await self.call("POST", "/v1/watches", body))
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment: a ``#`` or ``?`` in it stays part of the name."""
+    return quote(value, safe="")
