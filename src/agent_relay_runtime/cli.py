@@ -166,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason")
 
     verb("doctor", "which agent CLIs are installed, their versions, broken profiles")
+
+    p = verb("mcp", "the MCP server for an agent, on stdio (acts with the agent's relay token)")
+    p.add_argument("--relay-url", help="the relay (default $RELAY_BASE_URL)")
+    p.add_argument(
+        "--token-file", metavar="PATH", help="a file holding the agent's token ($RELAY_AGENT_TOKEN)"
+    )
     return parser
 
 
@@ -462,6 +468,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .exceptions import ConfigError
+    from .logs import configure_logging
+    from .mcp import McpConfig, serve
+
+    try:
+        config = McpConfig.resolve(os.environ, relay_url=args.relay_url, token_file=args.token_file)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging("warning")  # to stderr: stdout carries the MCP protocol
+    anyio.run(serve, config)
+    return 0
+
+
 VERBS: dict[str, Verb] = {
     "serve": cmd_serve,
     "relay": cmd_relay,
@@ -478,6 +501,7 @@ VERBS: dict[str, Verb] = {
     "logs": cmd_logs,
     "release": cmd_release,
     "doctor": cmd_doctor,
+    "mcp": cmd_mcp,
 }
 
 
