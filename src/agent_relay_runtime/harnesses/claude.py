@@ -21,7 +21,7 @@ from .context import (
     resolve_executable,
     session_env,
 )
-from .mcp_wiring import claude_args
+from .mcp_wiring import claude_args, claude_env
 from .terminal import TerminalLaunch, create_terminal_session
 
 __all__ = ["ClaudeHarness", "create"]
@@ -83,7 +83,7 @@ class ClaudeHarness:
 
 def _config_env(spec: SessionSpec, cwd: Path, state_dir: Path | None) -> dict[str, str]:
     """Env for an isolated config dir, and for the root check of the bypass flag."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = claude_env(spec.mcp_servers)
     if state_dir is not None:
         env["CLAUDE_CONFIG_DIR"] = str(seed_config_dir(state_dir, cwd, spec.env))
     if spec.yolo and os.geteuid() == 0:

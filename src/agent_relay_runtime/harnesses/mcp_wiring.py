@@ -20,6 +20,7 @@ from ..contract import McpServer
 __all__ = [
     "RELAY_MCP",
     "claude_args",
+    "claude_env",
     "codex_args",
     "generic_env",
     "openclaw_servers",
@@ -46,6 +47,14 @@ def claude_args(servers: Servers) -> list[str]:
         # The `=` form: --allowedTools takes several values and would swallow what follows.
         args.append(f"--allowedTools=mcp__{RELAY_MCP}")
     return args
+
+
+def claude_env(servers: Servers) -> dict[str, str]:
+    """Claude Code connects ``--mcp-config`` servers in the background in print mode, so a
+    first turn may run without their tools; these make it wait for them (up to 30 s)."""
+    if not servers:
+        return {}
+    return {"MCP_CONNECTION_NONBLOCKING": "0", "MCP_CONNECT_TIMEOUT_MS": "30000"}
 
 
 def codex_args(servers: Servers) -> list[str]:
