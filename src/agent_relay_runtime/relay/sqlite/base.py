@@ -12,12 +12,20 @@ survives the process being killed (a power loss may lose the last commits, which
 
 Migrations are the ``migrations/NNNN_*.sql`` files of this package, applied in order
 inside a transaction each, the schema version kept in ``PRAGMA user_version``.
+
+The directory (workspaces, agents and their tokens, channels and their members) is what
+every request looks up, and it rarely changes: lookups of it are cached in memory
+(`SqliteBase._directory_lookup`), valid while the database's directory version (moved
+by triggers on those tables, migration 0006) is the one read at the last commit. A
+change is seen by every request that starts after the call that made it returned: the
+version is read in the committing transaction and the cache dropped before any caller
+of that commit resumes. This connection is the database's only writer.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import UTC, datetime
 from functools import partial
 from importlib.resources import files
@@ -32,6 +40,8 @@ from ..store import Delivery, StoreError
 __all__ = ["SqliteBase", "migrations", "timestamp"]
 
 T = TypeVar("T")
+
+DIRECTORY_CACHE = 10_000  # entries; dropped whole when full (a bound, not an eviction policy)
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -57,6 +67,10 @@ class SqliteBase:
         self._limiter = anyio.CapacityLimiter(1)
         self._queued: list[_Change[Any]] = []
         self._committing = False
+        # The directory's version as of the last commit, and lookups made at that version.
+        self.directory_version = _directory_version(conn)
+        self._directory: dict[Hashable, Any] = {}
+        self._directory_at = self.directory_version
         # Told after every commit: the event log's readers wait on it.
         self.committed = Notifier()
         # Told, after the commit, of each message's deliveries and what is pushed of it.
@@ -99,7 +113,11 @@ class SqliteBase:
                 with anyio.CancelScope(shield=True):
                     while self._queued:
                         batch, self._queued = self._queued, []
-                        await self._run(partial(_commit, self._conn, batch))
+                        version = await self._run(partial(_commit, self._conn, batch))
+                        # Before any caller of the batch resumes: a directory change is
+                        # seen by every request that starts after it returned.
+                        if version is not None:
+                            self.directory_version = version
                         for each in batch:
                             each.done.set()
                         self.committed.notify()
@@ -112,6 +130,25 @@ class SqliteBase:
 
     async def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         return await self._read(lambda c: c.execute(sql, args).fetchall())
+
+    async def _directory_lookup(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> T:
+        """``load()``, or what it gave for ``key`` at the directory's current version.
+        Only what was found is kept (not None: an unknown token fills nothing). Callers
+        get the cached object itself: treat it as read-only."""
+        version = self.directory_version
+        if self._directory_at != version:
+            self._directory.clear()
+            self._directory_at = version
+        found = self._directory.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
+        value = await load()
+        # Kept only if no commit moved the version meanwhile (the read may predate it).
+        if value is not None and self.directory_version == version == self._directory_at:
+            if len(self._directory) >= DIRECTORY_CACHE:
+                self._directory.clear()
+            self._directory[key] = value
+        return value
 
 
 class _Change(Generic[T]):
@@ -129,8 +166,16 @@ class _Change(Generic[T]):
         return self.result  # type: ignore[return-value]
 
 
-def _commit(conn: sqlite3.Connection, batch: list[_Change[Any]]) -> None:
-    """One transaction for the batch; a change that raises is undone alone."""
+_MISSING = object()
+
+
+def _directory_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT n FROM directory_version WHERE id = 1").fetchone()[0])
+
+
+def _commit(conn: sqlite3.Connection, batch: list[_Change[Any]]) -> int | None:
+    """One transaction for the batch; a change that raises is undone alone. The
+    directory's version as committed (None if nothing was)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         for change in batch:
@@ -141,13 +186,16 @@ def _commit(conn: sqlite3.Connection, batch: list[_Change[Any]]) -> None:
                 conn.execute("ROLLBACK TO change")
                 change.error = exc
             conn.execute("RELEASE change")
+        version = _directory_version(conn)
         conn.execute("COMMIT")
+        return version
     except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         for change in batch:
             change.error = change.error or exc
             change.result = None
+        return None
 
 
 def migrate(conn: sqlite3.Connection) -> None:

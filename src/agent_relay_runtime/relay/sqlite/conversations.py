@@ -56,12 +56,18 @@ class Conversations(SqliteBase):
         return channel
 
     async def channel_by_name(self, workspace_id: str, name: str) -> Channel | None:
-        found = await self._channels_where("workspace_id = ? AND name = ?", workspace_id, name)
-        return found[0] if found else None
+        async def load() -> Channel | None:
+            found = await self._channels_where("workspace_id = ? AND name = ?", workspace_id, name)
+            return found[0] if found else None
+
+        return await self._directory_lookup(("channel_name", workspace_id, name), load)
 
     async def channel_by_id(self, channel_id: str) -> Channel | None:
-        found = await self._channels_where("id = ?", channel_id)
-        return found[0] if found else None
+        async def load() -> Channel | None:
+            found = await self._channels_where("id = ?", channel_id)
+            return found[0] if found else None
+
+        return await self._directory_lookup(("channel", channel_id), load)
 
     async def list_channels(
         self, workspace_id: str, *, include_archived: bool = False
@@ -103,12 +109,16 @@ class Conversations(SqliteBase):
         return await self._write(insert)
 
     async def channel_members(self, channel_id: str) -> list[Member]:
-        rows = await self._rows(
-            "SELECT m.agent_id, a.name AS agent_name, m.joined_at FROM channel_members m"
-            " JOIN agents a ON a.id = m.agent_id WHERE m.channel_id = ? ORDER BY m.joined_at",
-            channel_id,
-        )
-        return [Member(**dict(row)) for row in rows]
+        async def load() -> list[Member]:
+            rows = await self._rows(
+                "SELECT m.agent_id, a.name AS agent_name, m.joined_at FROM channel_members m"
+                " JOIN agents a ON a.id = m.agent_id WHERE m.channel_id = ? ORDER BY m.joined_at",
+                channel_id,
+            )
+            return [Member(**dict(row)) for row in rows]
+
+        # A list of its own for the caller: the cached one stays as read.
+        return list(await self._directory_lookup(("members", channel_id), load))
 
     async def channel_messages(
         self,

@@ -36,10 +36,15 @@ class Directory(SqliteBase):
         return workspace, key
 
     async def workspace_by_key(self, key: str) -> Workspace | None:
-        return await self._workspace_where("key_hash = ?", hash_secret(key))
+        hashed = hash_secret(key)
+        return await self._directory_lookup(
+            ("workspace_key", hashed), lambda: self._workspace_where("key_hash = ?", hashed)
+        )
 
     async def workspace_by_id(self, workspace_id: str) -> Workspace | None:
-        return await self._workspace_where("id = ?", workspace_id)
+        return await self._directory_lookup(
+            ("workspace", workspace_id), lambda: self._workspace_where("id = ?", workspace_id)
+        )
 
     async def _workspace_where(self, where: str, value: str) -> Workspace | None:
         sql = f"SELECT id, name, created_at FROM workspaces WHERE {where}"
@@ -80,17 +85,25 @@ class Directory(SqliteBase):
     async def agent_by_token(self, token: str) -> Agent | None:
         # The token given at registration, or one a node was given for the agent since.
         hashed = hash_secret(token)
-        return await self._agent_where(
-            "token_hash = ? OR id = (SELECT agent_id FROM agent_tokens WHERE token_hash = ?)",
-            hashed,
-            hashed,
+        return await self._directory_lookup(
+            ("agent_token", hashed),
+            lambda: self._agent_where(
+                "token_hash = ? OR id = (SELECT agent_id FROM agent_tokens WHERE token_hash = ?)",
+                hashed,
+                hashed,
+            ),
         )
 
     async def agent_by_name(self, workspace_id: str, name: str) -> Agent | None:
-        return await self._agent_where("workspace_id = ? AND name = ?", workspace_id, name)
+        return await self._directory_lookup(
+            ("agent_name", workspace_id, name),
+            lambda: self._agent_where("workspace_id = ? AND name = ?", workspace_id, name),
+        )
 
     async def agent_by_id(self, agent_id: str) -> Agent | None:
-        return await self._agent_where("id = ?", agent_id)
+        return await self._directory_lookup(
+            ("agent", agent_id), lambda: self._agent_where("id = ?", agent_id)
+        )
 
     async def list_agents(self, workspace_id: str) -> list[Agent]:
         return await self._agents_where("workspace_id = ? ORDER BY created_at", workspace_id)

@@ -74,12 +74,15 @@ class Nodes(Directory):
             ).fetchone()
             if row is None:
                 agent_id = ordered_id("agt")
+                # Its own token_hash is of a secret nobody is given: every token a node
+                # hands out is in agent_tokens, where deregistering revokes it.
                 conn.execute(
                     "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
                     " status, last_seen, created_at)"
                     " VALUES (?, ?, ?, 'agent', ?, ?, 'online', ?, ?)",
-                    (agent_id, workspace_id, name, hash_secret(token), node_id, now, now),
-                )
+                    (agent_id, workspace_id, name, hash_secret(new_secret("at_unused_")),
+                     node_id, now, now),
+                )  # fmt: skip
                 conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent_id,))
             elif row["node_id"] is None or row["kind"] != "agent":
                 raise Conflict(f"the name {name!r} belongs to a participant no node hosts")
@@ -89,10 +92,10 @@ class Nodes(Directory):
                     "UPDATE agents SET node_id = ?, status = 'online', last_seen = ? WHERE id = ?",
                     (node_id, now, agent_id),
                 )
-                conn.execute(
-                    "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
-                    (hash_secret(token), agent_id, now),
-                )
+            conn.execute(
+                "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
+                (hash_secret(token), agent_id, now),
+            )
             acked = conn.execute(
                 "SELECT acked_seq FROM agent_cursors WHERE agent_id = ?", (agent_id,)
             ).fetchone()
