@@ -4,11 +4,13 @@ channels joined, the task given; and a spawn that fails half way leaves nothing.
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from agent_relay_runtime.exceptions import RuntimeErrorBase
@@ -125,3 +127,49 @@ async def test_precise_errors_before_anything_is_spawned(relay: AgentRelay, tmp_
     for name in ("a1", "a2", "a3"):
         with pytest.raises(RelayError):
             await relay.client.call("GET", f"/v1/agents/{name}")
+
+
+def mcp(tool: str, **args: object) -> str:
+    """A fake agent's directive to call one of the relay's MCP tools (JSON as base64url)."""
+    encoded = base64.urlsafe_b64encode(json.dumps(args).encode()).decode().rstrip("=")
+    return f"mcp:agent-relay/{tool}/{encoded}"
+
+
+async def test_spawned_agents_talk_and_watch_each_other_through_their_mcp_server(
+    relay: AgentRelay, tmp_path: Path
+) -> None:
+    """A fake agent acting as an MCP client with the config its session was given: it
+    asks to be told when bob is idle, then DMs bob; bob gets the DM with a delivered
+    receipt, and alice gets the relay's notice that bob is idle."""
+    fleet = await relay.fleet()
+    events = EventRecorder()
+    fleet.supervisor.subscribe(events)
+    traces = {name: tmp_path / f"{name}.jsonl" for name in ("alice", "bob")}
+    await claude.create(
+        relay=relay, name="bob", command=str(FAKE_CLAUDE),
+        env=script_env(trace_file=str(traces["bob"])),
+    )  # fmt: skip
+    task = " ".join([
+        mcp("notify_when", agent="bob", on="delivered"),
+        mcp("send_message", to="bob", text="can-you-review-pr-3"),
+    ])  # fmt: skip
+    await claude.create(
+        relay=relay, name="alice", command=str(FAKE_CLAUDE), task=task,
+        env=script_env(trace_file=str(traces["alice"])),
+    )  # fmt: skip
+    got = await events.wait_for("delivery.delivered", session="bob", timeout=30)
+    [sent] = [t for t in read_trace(traces["bob"]) if t["event"] == "submit"]
+    assert "can-you-review-pr-3" in str(sent["text"]) and "from alice" in str(sent["text"])
+    final = await relay.client.wait_final(got.receipt.message_id, 30)
+    assert [(r["agent_name"], r["status"]) for r in final] == [("bob", "delivered")]
+    # The watch fired: the relay's notice went into alice's session as a message.
+    with anyio.fail_after(30):
+        async for event in relay.client.follow(0, types=["watch.fired"]):
+            notice_id = event["data"]["dm_id"]
+            break
+    await events.wait_for(
+        "delivery.delivered", session="alice",
+        where=lambda e: e.receipt.message_id == notice_id, timeout=30,
+    )  # fmt: skip
+    texts = [str(t["text"]) for t in read_trace(traces["alice"]) if t["event"] == "submit"]
+    assert any("from relay" in t and "@bob took message" in t for t in texts), texts
