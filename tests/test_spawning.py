@@ -7,14 +7,17 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
+from agent_relay_runtime.contract import SessionSpec
 from agent_relay_runtime.exceptions import RuntimeErrorBase
 from agent_relay_runtime.harnesses import claude, codex
+from agent_relay_runtime.node.runtime_actions import AttachAgent
 from agent_relay_runtime.relay.client import RelayClient, RelayError
 from agent_relay_runtime.sdk import AgentRelay
 from agent_relay_runtime.spawning import create_agent
@@ -173,3 +176,33 @@ async def test_spawned_agents_talk_and_watch_each_other_through_their_mcp_server
     )  # fmt: skip
     texts = [str(t["text"]) for t in read_trace(traces["alice"]) if t["event"] == "submit"]
     assert any("from relay" in t and "@bob took message" in t for t in texts), texts
+
+
+async def test_attach_adopts_a_running_process_and_resumes_a_conversation(
+    relay: AgentRelay, tmp_path: Path
+) -> None:
+    fleet = await relay.fleet()
+    running = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        adopted = await fleet.attach(
+            SessionSpec(harness="process", name="adopted"), pid=running.pid
+        )
+        assert (adopted["agent"], adopted["mode"], adopted["pid"]) == (
+            "adopted", "attached", running.pid,
+        )  # fmt: skip
+        assert (await relay.client.call("GET", "/v1/agents/adopted"))["status"] == "online"
+        await fleet.release("adopted", "test over")
+        assert running.wait(10) is not None  # released: the process ends
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    # A conversation of the harness, resumed under a new agent name.
+    resumed = await fleet.attach(
+        SessionSpec(harness="claude", name="again", command=str(FAKE_CLAUDE), resume="conv-42")
+    )
+    argv = fleet.supervisor.get("again").driver.argv
+    assert argv[argv.index("--resume") + 1] == "conv-42" and resumed["status"] == "idle"
+    await fleet.release("again")
+    with pytest.raises(ValueError, match="exactly one of endpoint, pid, session_id"):
+        AttachAgent(name="x", harness="claude")
