@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_relay_runtime.harnesses import claude
 from agent_relay_runtime.relay.client import RelayError
 from agent_relay_runtime.sdk import ActionFailed, AgentRelay
 
@@ -63,13 +64,13 @@ async def test_create_status_list_release_through_the_workspace(
     assert {"agent.create", "agent.release", "agent.status", "agent.list", "agent.attach"} <= (
         actions
     )
-    created = await lead.call(
-        "agent.create",
-        {"name": "worker", "harness": "claude", "channels": ["ops"], "task": "triage #12"},
+    # claude.create(on="workspace") invokes the daemon's agent.create and waits for it.
+    worker = await claude.create(
+        relay=lead, name="worker", on="workspace", channels=["ops"], task="triage #12"
     )
-    assert created["agent"] == "worker" and created["harness"] == "claude"
-    assert created["session"] and created["agent_id"].startswith("agt")
-    assert created["task"]["status"] in ("accepted", "delivered")
+    assert (worker.handle, worker.harness) == ("worker", "claude")
+    assert worker.session and worker.id.startswith("agt") and worker.node
+    assert worker.task is not None and worker.task["status"] in ("accepted", "delivered")
     assert (await lead.client.call("GET", "/v1/agents/worker"))["status"] == "online"
     members = await lead.client.call("GET", "/v1/channels/ops/members")
     assert "worker" in {m["agent_name"] for m in members}
@@ -83,7 +84,8 @@ async def test_create_status_list_release_through_the_workspace(
     submits = [t for t in read_trace(short_dir / "trace.jsonl") if t["event"] == "submit"]
     assert "triage #12" in str(submits[0]["text"]) and "from lead" in str(submits[0]["text"])
 
-    released = await lead.call("agent.release", {"name": "worker", "reason": "done"})
+    assert (await worker.status())["status"] in ("idle", "busy")
+    released = await worker.release("done")
     assert released["released"] is True
     assert (await lead.call("agent.status", {"name": "worker"}))["status"] == "offline"
     assert (await lead.call("agent.status", {"name": "nobody"}))["status"] == "unknown"
