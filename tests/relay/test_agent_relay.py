@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 from relay_sdk import AsyncRelay
 
-from agent_relay_runtime.sdk import ActionCall, AgentRelay
+from agent_relay_runtime.sdk import ActionCall, AgentRelay, Selector
 
 pytestmark = pytest.mark.anyio
 
@@ -215,3 +215,18 @@ async def test_relaycast_sdk_invokes_and_a_slow_handler_times_out(relay: AgentRe
     [timed_out] = await failed.wait()
     assert "did not answer within 0.5 s" in timed_out["data"]["error"]
     release.set()
+
+
+async def test_registering_and_unregistering_are_events(relay: AgentRelay) -> None:
+    """Clients that list actions (the MCP server's tools) learn of changes from the log."""
+    seen = Seen()
+    relay.add_listener(Selector(("action.registered", "action.unregistered")), seen)
+    handle = relay.register_action(name="deploy", description="Ship it", handler=lambda c: 1)
+    await relay.actions_ready()
+    [registered] = await seen.wait(1)
+    assert (registered["type"], registered["action"]) == ("action.registered", "deploy")
+    assert registered["data"]["description"] == "Ship it"
+    handle.unregister()
+    await relay.actions_ready()
+    events = await seen.wait(2)
+    assert (events[1]["type"], events[1]["data"]["name"]) == ("action.unregistered", "deploy")

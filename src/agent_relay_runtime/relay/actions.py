@@ -71,8 +71,17 @@ class ActionService:
                 else:
                     await self.store.put_action(action)
                     names.append(action.name)
+                    # So that clients listing tools (the MCP server) learn of it at once.
+                    await self.store.append_event(
+                        workspace_id, "action.registered",
+                        {"name": action.name, "description": action.description},
+                        action=action.name,
+                    )  # fmt: skip
             accepted.append(answer)
-        await self.store.drop_actions(workspace_id, link.node_id, names)
+        for gone in await self.store.drop_actions(workspace_id, link.node_id, names):
+            await self.store.append_event(
+                workspace_id, "action.unregistered", {"name": gone}, action=gone
+            )
         self.hub.handle(workspace_id, names, link)
         for name in names:  # what was queued while no handler was there
             for waiting in await self.store.waiting_invocations(workspace_id, name):
