@@ -186,3 +186,18 @@ async def test_relay_refusals_are_tool_errors_and_the_server_goes_on(
         assert "no channel named" in await mcp.refused("mark_read", {"channel": "#nope"})
         assert [a["name"] for a in await mcp.call("list_agents")] == ["intern"]
     assert calls.seen == []
+
+
+async def test_the_client_is_told_at_once_when_an_action_registers(
+    workspace: AgentRelay,
+) -> None:
+    """No tool call needed: the server follows the relay's action.registered events."""
+    token, _ = await agent(workspace, "carol")
+    async with connect(workspace, token) as mcp:
+        assert "action_deploy" not in await mcp.tool_names()
+        handle = workspace.register_action(name="deploy", handler=lambda call: "shipped")
+        await workspace.actions_ready()
+        await mcp.notice("notifications/tools/list_changed")
+        assert "action_deploy" in await mcp.tool_names()
+        handle.unregister()
+        await workspace.actions_ready()

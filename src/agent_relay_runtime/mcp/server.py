@@ -6,10 +6,9 @@ known at run time and carry the actions' own JSON Schemas. The server is named
 with the agent's own token: the relay decides what this agent may see and do.
 
 The actions are listed again on every ``tools/list`` and before every tool call (one
-local request). The relay logs no event when actions register or go away, so the change
-is noticed then: when a call finds the action tools different from what the client was
-last given, the server sends ``notifications/tools/list_changed`` and the client lists
-again.
+local request), and the server follows the relay's ``action.registered`` /
+``action.unregistered`` events: when the action tools differ from what the client was
+last given, it sends ``notifications/tools/list_changed`` and the client lists again.
 
 No call brings the server down: bad arguments, a refusal by the relay, or the relay out
 of reach come back to the agent as a tool error (``isError``) with a one-line reason.
@@ -19,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import mcp.types as types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
@@ -36,6 +36,7 @@ from .workspace import workspace_tools
 __all__ = ["SERVER_NAME", "AgentRelayServer", "serve"]
 
 SERVER_NAME = "agent-relay"
+FOLLOW_RETRY = 5.0
 
 
 def instructions(agent_name: str | None) -> str:
@@ -61,6 +62,7 @@ class AgentRelayServer:
         self.fixed: dict[str, ToolSpec] = {spec.name: spec for spec in specs}
         self.log = get_logger(component="mcp")
         self._listed: str | None = None  # the action tools the client was last given
+        self._session: Any = None  # the client's session, once it has listed the tools
         self.server: Server[Any, Any] = Server(
             SERVER_NAME, version=__version__, instructions=instructions(agent_name)
         )
@@ -79,6 +81,7 @@ class AgentRelayServer:
         # not listed is called: that is no listing by the client.
         if request is not None:
             self._listed = self.catalog.signature()
+            self._session = self.server.request_context.session
         tools = [spec.tool() for spec in self.fixed.values()] + self.catalog.tools()
         return types.ListToolsResult(tools=tools)
 
@@ -119,10 +122,23 @@ class AgentRelayServer:
             self.log.warning("actions_not_listed", reason=exc.message)
 
     async def _announce_changes(self) -> None:
-        if self._listed is None or self._listed == self.catalog.signature():
+        if self._session is None or self._listed == self.catalog.signature():
             return
         self._listed = self.catalog.signature()
-        await self.server.request_context.session.send_tool_list_changed()
+        await self._session.send_tool_list_changed()
+
+    async def follow_actions(self, client: RelayClient) -> None:
+        """Tell the client as soon as the workspace's actions change (from the log)."""
+        types_ = ["action.registered", "action.unregistered"]
+        while True:
+            try:
+                cursor = (await client.events_page(0, types=["-"]))[1]
+                async for _ in client.follow(cursor, types=types_):
+                    await self._refresh_actions()
+                    await self._announce_changes()
+            except Exception as exc:  # the relay away: the tool calls still notice changes
+                self.log.info("actions_not_followed", reason=str(exc) or type(exc).__name__)
+            await anyio.sleep(FOLLOW_RETRY)  # backoff before following again
 
 
 async def serve(config: McpConfig) -> None:
@@ -131,7 +147,9 @@ async def serve(config: McpConfig) -> None:
     client = RelayClient(config.relay_url, config.token)
     try:
         app = AgentRelayServer(client, config.agent_name)
-        async with stdio_server() as (read_stream, write_stream):
+        async with stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tg:
+            tg.start_soon(app.follow_actions, client)
             await app.server.run(read_stream, write_stream, app.initialization_options())
+            tg.cancel_scope.cancel()  # the client closed stdin: done
     finally:
         await client.aclose()
