@@ -12,6 +12,7 @@ wire; the runtime deduplicates by message id).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -90,7 +91,9 @@ class Hub:
         self._nodes: dict[str, Link] = {}
         store.on_deliveries.append(self._offer)
 
-    def _offer(self, deliveries: list[Delivery], payload: dict[str, Any]) -> None:
+    def _offer(self, deliveries: Sequence[Delivery], payload: dict[str, Any]) -> None:
+        if not self._pumps:
+            return  # nobody connected: the deliveries wait in the store (not even looked at)
         for delivery in deliveries:
             pump = self._pumps.get(delivery.agent_id)
             if pump is not None:

@@ -425,7 +425,7 @@ class Store(Protocol):
         blocks: Any = None,
         metadata: dict[str, Any] | None = None,
         attachments: Sequence[str] = (),
-    ) -> tuple[Message, list[Delivery]]:
+    ) -> tuple[Message, Sequence[Delivery]]:
         """Write the message, its mentions, its attachments (ids of complete files, in
         order; `Conflict` if one is not), one delivery per target agent (each with the
         agent's next seq), and its ``message.created`` event, in one transaction. The
@@ -510,8 +510,9 @@ class Store(Protocol):
     committed: Notifier
     """Notified after every commit (the event log's readers wait on it)."""
 
-    on_deliveries: list[Callable[[list[Delivery], dict[str, Any]], None]]
-    """Called after a message's commit with its deliveries and their push payload."""
+    on_deliveries: list[Callable[[Sequence[Delivery], dict[str, Any]], None]]
+    """Called after a message's commit with its deliveries and their push payload (the
+    deliveries may be made into models as they are looked at: look only when needed)."""
 
     async def deliveries_after(
         self, agent_id: str, after_seq: int, limit: int = 500

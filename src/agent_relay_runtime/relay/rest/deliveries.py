@@ -26,7 +26,7 @@ as a node's cumulative ack does (see `sqlite.polling`). Errors: the workspace ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
@@ -90,7 +90,9 @@ class Bell:
         self._agents: dict[str, tuple[Notifier, int]] = {}
         store.on_deliveries.append(self._ring)
 
-    def _ring(self, deliveries: list[Delivery], payload: dict[str, Any]) -> None:
+    def _ring(self, deliveries: Sequence[Delivery], payload: dict[str, Any]) -> None:
+        if not self._agents:
+            return  # nobody polling: spare making the deliveries into models
         for delivery in deliveries:
             found = self._agents.get(delivery.agent_id)
             if found is not None:

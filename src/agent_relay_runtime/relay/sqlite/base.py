@@ -25,7 +25,7 @@ of that commit resumes. This connection is the database's only writer.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from importlib.resources import files
@@ -74,7 +74,7 @@ class SqliteBase:
         # Told after every commit: the event log's readers wait on it.
         self.committed = Notifier()
         # Told, after the commit, of each message's deliveries and what is pushed of it.
-        self.on_deliveries: list[Callable[[list[Delivery], dict[str, Any]], None]] = []
+        self.on_deliveries: list[Callable[[Sequence[Delivery], dict[str, Any]], None]] = []
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "normal") -> Self:

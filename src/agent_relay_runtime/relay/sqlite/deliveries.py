@@ -27,6 +27,7 @@ from ..store import (
 from .base import timestamp
 from .delivery_rows import (
     WITH_MESSAGE,
+    NewDeliveries,
     attachment_view,
     delivery_from,
     delivery_id,
@@ -35,7 +36,7 @@ from .delivery_rows import (
     receipt_event,
     with_payloads,
 )
-from .events import insert_event
+from .events import append_event
 from .polling import Polling, advance_acked
 
 __all__ = ["Deliveries", "delivery_id", "parse_delivery_id", "push_payload"]
@@ -56,15 +57,18 @@ class Deliveries(Polling):
         blocks: Any = None,
         metadata: dict[str, Any] | None = None,
         attachments: Sequence[str] = (),
-    ) -> tuple[Message, list[Delivery]]:
+    ) -> tuple[Message, Sequence[Delivery]]:
         now = timestamp()
-        message = Message(
+        # Built without validation: every field comes from the caller's typed arguments.
+        message = Message.model_construct(
             id=ordered_id("msg"), workspace_id=workspace_id, channel_id=channel_id,
             agent_id=sender_id, text=text, blocks=blocks, metadata=metadata or {},
             thread_id=thread_id, mentions=list(mentions), created_at=now,
         )  # fmt: skip
+        names = await self._names(sender_id, channel_id)
+        wanted = list(dict.fromkeys(targets))
 
-        def insert(conn: sqlite3.Connection) -> tuple[list[Delivery], dict[str, Any]]:
+        def insert(conn: sqlite3.Connection) -> tuple[NewDeliveries, dict[str, Any]]:
             try:
                 conn.execute(
                     "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
@@ -73,59 +77,40 @@ class Deliveries(Polling):
                      None if blocks is None else json.dumps(blocks),
                      json.dumps(message.metadata), thread_id, now),
                 )  # fmt: skip
-                conn.executemany(
-                    "INSERT INTO mentions (message_id, agent_id) VALUES (?, ?)",
-                    [(message.id, agent) for agent in message.mentions],
-                )
+                if message.mentions:
+                    conn.executemany(
+                        "INSERT INTO mentions (message_id, agent_id) VALUES (?, ?)",
+                        [(message.id, agent) for agent in message.mentions],
+                    )
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
             attached = _attach(conn, workspace_id, message.id, attachments)
-            names = conn.execute(
-                "SELECT a.name AS from_name, c.name AS channel_name, c.kind AS channel_kind"
-                " FROM agents a, channels c WHERE a.id = ? AND c.id = ?",
-                (sender_id, channel_id),
-            ).fetchone()
-            payload = push_payload(message, dict(names), mode, attached)
-            # Every target's next seq in one statement, then the rows in one more.
-            wanted = list(dict.fromkeys(targets))
-            marks = ", ".join("?" * len(wanted))
-            seqs = dict(
-                conn.execute(
-                    "UPDATE agent_cursors SET last_seq = last_seq + 1"
-                    f" WHERE agent_id IN ({marks}) RETURNING agent_id, last_seq",
-                    wanted,
-                ).fetchall()
-                if wanted
-                else []
-            )
-            if len(seqs) < len(wanted):
-                unknown = next(agent for agent in wanted if agent not in seqs)
-                raise NotFound(f"unknown target agent {unknown!r}")
-            deliveries = [
-                Delivery(
-                    id=delivery_id(agent_id, seqs[agent_id]),
-                    agent_id=agent_id,
-                    message_id=message.id,
-                    seq=seqs[agent_id],
-                    mode=mode,
-                    status="pending",
-                    acked=False,
-                    updated_at=now,
-                )
-                for agent_id in wanted
-            ]
-            conn.executemany(
-                "INSERT INTO deliveries (agent_id, seq, workspace_id, message_id, mode,"
-                " status, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                [(d.agent_id, d.seq, workspace_id, message.id, mode, now) for d in deliveries],
-            )
-            insert_event(conn, workspace_id, "message.created", payload, agent=names["from_name"])
+            payload = push_payload(message, names, mode, attached)
+            deliveries = _deliveries(conn, workspace_id, message.id, wanted, mode, now)
+            append_event(conn, workspace_id, "message.created", payload, agent=names["from_name"])
             return deliveries, payload
 
         deliveries, payload = await self._write(insert)
         for listener in self.on_deliveries:
             listener(deliveries, payload)
         return message, deliveries
+
+    async def _names(self, sender_id: str, channel_id: str) -> dict[str, Any]:
+        """The names a message's payload shows, kept with the directory (no read when warm)."""
+
+        async def load() -> dict[str, Any] | None:
+            rows = await self._rows(
+                "SELECT a.name AS from_name, c.name AS channel_name, c.kind AS channel_kind"
+                " FROM agents a, channels c WHERE a.id = ? AND c.id = ?",
+                sender_id,
+                channel_id,
+            )
+            return dict(rows[0]) if rows else None
+
+        found = await self._directory_lookup(("names", sender_id, channel_id), load)
+        if found is None:
+            raise NotFound(f"unknown sender {sender_id!r} or channel {channel_id!r}")
+        return found
 
     async def deliveries_after(
         self, agent_id: str, after_seq: int, limit: int = 500
@@ -266,3 +251,35 @@ def _attach(
         [(message_id, file_id, n) for n, file_id in enumerate(wanted)],
     )
     return [attachment_view(found[file_id]) for file_id in wanted]
+
+
+def _deliveries(
+    conn: sqlite3.Connection,
+    workspace_id: str,
+    message_id: str,
+    targets: list[str],
+    mode: Literal["wait", "steer"],
+    now: str,
+) -> NewDeliveries:
+    """One delivery of the message to each target, at the target's next seq: the seqs in
+    one statement, the rows in one more."""
+    if not targets:
+        return NewDeliveries([], message_id, mode, now)
+    seqs = dict(
+        conn.execute(
+            "UPDATE agent_cursors SET last_seq = last_seq + 1"
+            f" WHERE agent_id IN ({', '.join('?' * len(targets))}) RETURNING agent_id, last_seq",
+            targets,
+        ).fetchall()
+    )
+    if len(seqs) < len(targets):
+        unknown = next(agent for agent in targets if agent not in seqs)
+        raise NotFound(f"unknown target agent {unknown!r}")
+    rows = [(agent, seqs[agent]) for agent in targets]
+    values = [v for agent, seq in rows for v in (agent, seq, workspace_id, message_id, mode, now)]
+    conn.execute(
+        "INSERT INTO deliveries (agent_id, seq, workspace_id, message_id, mode, status,"
+        " updated_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, 'pending', ?)"] * len(rows)),
+        values,
+    )
+    return NewDeliveries(rows, message_id, mode, now)

@@ -92,11 +92,25 @@ def insert_event(
     action: str | None = None,
 ) -> EventRecord:
     now = timestamp()
+    seq = append_event(conn, workspace_id, type, data, agent=agent, action=action, at=now)
+    return EventRecord(seq=seq, type=type, agent=agent, action=action, data=data, created_at=now)
+
+
+def append_event(
+    conn: sqlite3.Connection,
+    workspace_id: str,
+    type: str,
+    data: dict[str, Any],
+    *,
+    agent: str | None = None,
+    action: str | None = None,
+    at: str | None = None,
+) -> int:
+    """`insert_event` without the record built: its seq (for writes made many times a
+    second, such as a message's)."""
     row = conn.execute(
         "INSERT INTO events (workspace_id, type, agent, action, data, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-        (workspace_id, type, agent, action, json.dumps(data), now),
+        (workspace_id, type, agent, action, json.dumps(data), at or timestamp()),
     ).fetchone()
-    return EventRecord(
-        seq=row["seq"], type=type, agent=agent, action=action, data=data, created_at=now
-    )
+    return int(row[0])
