@@ -206,3 +206,43 @@ async def test_attach_adopts_a_running_process_and_resumes_a_conversation(
     await fleet.release("again")
     with pytest.raises(ValueError, match="exactly one of endpoint, pid, session_id"):
         AttachAgent(name="x", harness="claude")
+
+
+async def test_an_app_observes_a_spawned_agent_through_listeners(
+    relay: AgentRelay, tmp_path: Path
+) -> None:
+    """Transcript, tool calls, file changes, deliveries and status of one agent, as the
+    workspace's event log carries them to an app's listeners."""
+    seen: dict[str, list[dict[str, object]]] = {}
+    arrived = anyio.Event()
+    watched = relay.agent("observed")
+    selectors = {
+        "tool_called": watched.tool_called(), "file_changed": watched.file_changed(),
+        "transcript": watched.transcript(), "delivered": watched.delivered(),
+        "idle": watched.idle(), "busy": watched.busy(),
+    }  # fmt: skip
+    for key, selector in selectors.items():
+
+        def record(event: dict[str, object], key: str = key) -> None:
+            seen.setdefault(key, []).append(event)
+            if len(seen) == len(selectors):
+                arrived.set()
+
+        relay.add_listener(selector, record)
+    relay.add_listener(
+        relay.agent("someone-else").tool_called(), lambda e: seen.setdefault("x", [])
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    await claude.create(
+        relay=relay, name="observed", command=str(FAKE_CLAUDE), cwd=work,
+        task="write:notes.txt bash:ls",
+    )  # fmt: skip
+    await relay.messages.send(to="@observed", text="and one through the relay")
+    with anyio.move_on_after(30):
+        await arrived.wait()
+    assert set(seen) == set(selectors)
+    assert {e["data"]["tool"] for e in seen["tool_called"]} >= {"Write", "Bash"}  # type: ignore[index]
+    assert [Path(str(e["data"]["path"])).name for e in seen["file_changed"]] == ["notes.txt"]  # type: ignore[index]
+    assert all(e["agent"] == "observed" for events in seen.values() for e in events)
+    assert "x" not in seen  # filtered by agent
