@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from agent_relay_runtime.contract import SessionSpec
@@ -23,7 +24,15 @@ from agent_relay_runtime.sdk import AgentRelay
 from agent_relay_runtime.spawning import create_agent
 from agent_relay_runtime.testing import EventRecorder
 
-from .conftest import FAKE_CLAUDE, FAKE_CODEX, read_trace, script_env
+from .conftest import (
+    FAKE_CLAUDE,
+    FAKE_CODEX,
+    openclaw_spec,
+    opencode_spec,
+    read_trace,
+    script_env,
+    tui_spec,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -246,3 +255,27 @@ async def test_an_app_observes_a_spawned_agent_through_listeners(
     assert [Path(str(e["data"]["path"])).name for e in seen["file_changed"]] == ["notes.txt"]  # type: ignore[index]
     assert all(e["agent"] == "observed" for events in seen.values() for e in events)
     assert "x" not in seen  # filtered by agent
+
+
+@pytest.mark.parametrize("harness", ["opencode", "openclaw", "fake-tui"])
+async def test_every_harness_gets_the_relay_mcp_server_its_own_way(
+    relay: AgentRelay, harness: str
+) -> None:
+    """OpenCode: OPENCODE_CONFIG_CONTENT; OpenClaw: the gateway config the runtime
+    writes; any other profile: AGENT_RELAY_MCP_CONFIG. Read from the live process."""
+    spec = {"opencode": opencode_spec, "openclaw": openclaw_spec, "fake-tui": tui_spec}[harness]()
+    fleet = await relay.fleet()
+    created = await fleet.create(spec.model_copy(update={"name": f"{harness}-1"}))
+    environ = psutil.Process(created["pid"]).environ()
+    if harness == "opencode":
+        server = json.loads(environ["OPENCODE_CONFIG_CONTENT"])["mcp"]["agent-relay"]
+        command = server["command"]
+    elif harness == "openclaw":
+        config = json.loads(Path(environ["OPENCLAW_CONFIG_PATH"]).read_text())
+        server = config["mcp"]["servers"]["agent-relay"]
+        command = [server["command"], *server["args"]]
+    else:
+        server = json.loads(environ["AGENT_RELAY_MCP_CONFIG"])["mcpServers"]["agent-relay"]
+        command = [server["command"], *server["args"]]
+    assert command[1:4] == ["-m", "agent_relay_runtime", "mcp"] and "--token-file" in command
+    await fleet.release(f"{harness}-1")
