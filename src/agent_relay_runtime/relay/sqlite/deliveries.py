@@ -59,8 +59,7 @@ class Deliveries(Polling):
         attachments: Sequence[str] = (),
     ) -> tuple[Message, Sequence[Delivery]]:
         now = timestamp()
-        # Built without validation: every field comes from the caller's typed arguments.
-        message = Message.model_construct(
+        message = Message(
             id=ordered_id("msg"), workspace_id=workspace_id, channel_id=channel_id,
             agent_id=sender_id, text=text, blocks=blocks, metadata=metadata or {},
             thread_id=thread_id, mentions=list(mentions), created_at=now,
