@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,7 +63,9 @@ def codex_args(servers: Servers) -> list[str]:
     strings are valid TOML)."""
     args: list[str] = []
     for name, server in servers.items():
-        prefix = f"mcp_servers.{json.dumps(name)}"
+        # A bare key where TOML allows one: Codex splits -c paths on dots and keeps quotes.
+        bare = re.fullmatch(r"[A-Za-z0-9_-]+", name)
+        prefix = f"mcp_servers.{name if bare else json.dumps(name)}"
         env = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in server.env.items())
         args += ["-c", f"{prefix}.command={json.dumps(server.command)}"]
         args += ["-c", f"{prefix}.args={json.dumps(server.args)}"]
