@@ -33,6 +33,8 @@ from ..relay.wire import (
     DeliveryAck,
     DeliveryReceipt,
     Frame,
+    InventoryAgent,
+    InventorySync,
 )
 from ..supervisor import Supervisor
 from .link import LinkClosed, RelayLink, RelayRefused
@@ -93,9 +95,17 @@ class RelayHost:
     # -- agents ---------------------------------------------------------------------------
 
     async def _register_all(self) -> None:
-        for session in self.supervisor.sessions():
-            if not session.done:
-                await self.register(session.name)
+        """On every connection: each live session again, then the inventory (what this
+        node hosts now; the relay drops what it still binds here and is not in it)."""
+        names = [s.name for s in self.supervisor.sessions() if not s.done]
+        names += [n for n in self._starting if n in self.agents and n not in names]
+        for name in names:  # (one still starting was registered before it started)
+            await self.register(name)
+        listed = [
+            InventoryAgent(agent_id=h.agent_id, name=h.name, session_ref=h.name)
+            for h in self.agents.values()
+        ]
+        await self.link.request(InventorySync(agents=listed))
 
     async def register(self, name: str) -> HostedAgent:
         """Make ``name`` an agent of the workspace hosted here (again, after a reconnect);
