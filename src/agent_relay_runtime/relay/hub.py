@@ -11,6 +11,8 @@ wire; the runtime deduplicates by message id).
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -18,11 +20,29 @@ from typing import Any, Protocol
 import anyio
 
 from .store import Agent, Delivery, Store
-from .wire import Deliver, DeliverPayload, Frame
+from .wire import VERSION, Frame
 
-__all__ = ["Hub", "Link", "Pump"]
+__all__ = ["Hub", "Link", "Pump", "deliver_text", "payload_text"]
 
 BACKLOG_PAGE = 500
+
+
+def payload_text(payload: dict[str, Any]) -> str:
+    """A ``deliver`` frame's ``payload`` as JSON: made once for a message, whatever the
+    number of its targets (a fan-out of ten pushes the same payload ten times)."""
+    return json.dumps({"type": "message.created", "data": payload}, separators=(",", ":"))
+
+
+def deliver_text(agent: Agent, delivery: Delivery, payload: str) -> str:
+    """The ``deliver`` frame's JSON text (as `wire.encode` would write a `wire.Deliver`),
+    around a payload already encoded by `payload_text`."""
+    head = json.dumps(
+        {"v": VERSION, "type": "deliver", "delivery_id": delivery.id, "agent_id": agent.id,
+         "agent": agent.name, "msg_id": delivery.message_id, "seq": delivery.seq,
+         "mode": delivery.mode},
+        separators=(",", ":"),
+    )  # fmt: skip
+    return f'{head[:-1]},"payload":{payload}}}'
 
 
 class Link(Protocol):
@@ -33,6 +53,10 @@ class Link(Protocol):
 
     async def send(self, frame: Frame) -> None: ...
 
+    async def send_text(self, text: str) -> None:
+        """A frame already encoded."""
+        ...
+
 
 class Pump:
     """Pushes one agent's deliveries, in seq order, over one node connection."""
@@ -40,13 +64,13 @@ class Pump:
     def __init__(self, store: Store, agent: Agent, link: Link, acked_seq: int) -> None:
         self.store, self.agent, self.link = store, agent, link
         self.sent = acked_seq
-        self._live: deque[tuple[Delivery, dict[str, Any]]] = deque()
+        self._live: deque[tuple[Delivery, str]] = deque()  # with the payload encoded
         self._behind = True  # read the backlog first
         self._wake = anyio.Event()
         self.scope = anyio.CancelScope()
 
-    def offer(self, delivery: Delivery, payload: dict[str, Any]) -> None:
-        """A delivery just committed for this agent."""
+    def offer(self, delivery: Delivery, payload: str) -> None:
+        """A delivery just committed for this agent, with its payload (`payload_text`)."""
         self._live.append((delivery, payload))
         self._wake.set()
 
@@ -57,28 +81,23 @@ class Pump:
                     page = await self.store.deliveries_after(self.agent.id, self.sent, BACKLOG_PAGE)
                     self._behind = len(page) == BACKLOG_PAGE
                     for delivery, payload in page:
-                        await self._push(delivery, payload)
+                        await self._push(delivery, payload_text(payload))
                     continue
                 while self._live and not self._behind:
-                    delivery, payload = self._live.popleft()
+                    delivery, encoded = self._live.popleft()
                     if delivery.seq <= self.sent:
                         continue  # read with the backlog already
                     if delivery.seq != self.sent + 1:
                         self._behind = True  # a gap: the store has what is missing
-                        self._live.appendleft((delivery, payload))
+                        self._live.appendleft((delivery, encoded))
                         break
-                    await self._push(delivery, payload)
+                    await self._push(delivery, encoded)
                 if not self._behind and not self._live:
                     await self._wake.wait()
                     self._wake = anyio.Event()
 
-    async def _push(self, delivery: Delivery, payload: dict[str, Any]) -> None:
-        frame = Deliver(
-            delivery_id=delivery.id, agent_id=self.agent.id, agent=self.agent.name,
-            msg_id=delivery.message_id, seq=delivery.seq, mode=delivery.mode,
-            payload=DeliverPayload(type="message.created", data=payload),
-        )  # fmt: skip
-        await self.link.send(frame)
+    async def _push(self, delivery: Delivery, payload: str) -> None:
+        await self.link.send_text(deliver_text(self.agent, delivery, payload))
         self.sent = delivery.seq
 
 
@@ -89,18 +108,25 @@ class Hub:
         self._pumps: dict[str, Pump] = {}
         self._handlers: dict[tuple[str, str], Link] = {}
         self._nodes: dict[str, Link] = {}
+        self._gone: weakref.WeakSet[Link] = weakref.WeakSet()  # closed: nothing more for them
         store.on_deliveries.append(self._offer)
 
     def _offer(self, deliveries: Sequence[Delivery], payload: dict[str, Any]) -> None:
         if not self._pumps:
             return  # nobody connected: the deliveries wait in the store (not even looked at)
+        encoded: str | None = None
         for delivery in deliveries:
             pump = self._pumps.get(delivery.agent_id)
             if pump is not None:
-                pump.offer(delivery, payload)
+                encoded = encoded or payload_text(payload)
+                pump.offer(delivery, encoded)
 
     def attach(self, pump: Pump) -> None:
-        """``pump`` now carries its agent's deliveries; an older one for it stops."""
+        """``pump`` now carries its agent's deliveries; an older one for it stops (and
+        one of a link that is gone does not start)."""
+        if pump.link in self._gone:
+            pump.scope.cancel()
+            return
         old = self._pumps.get(pump.agent.id)
         if old is not None and old is not pump:
             old.scope.cancel()
@@ -115,7 +141,9 @@ class Hub:
         self._nodes[link.node_id] = link
 
     def node_gone(self, link: Link) -> bool:
-        """Forget ``link``; False if a newer connection of the same node took over."""
+        """Forget ``link``, and take nothing more for it (a handler of one of its frames
+        may still be finishing); False if a newer connection of the same node took over."""
+        self._gone.add(link)
         for key in [k for k, v in self._handlers.items() if v is link]:
             del self._handlers[key]
         if self._nodes.get(link.node_id) is link:
@@ -124,7 +152,9 @@ class Hub:
         return False
 
     def handle(self, workspace_id: str, actions: list[str], link: Link) -> None:
-        """``link`` handles exactly ``actions`` from now on."""
+        """``link`` handles exactly ``actions`` from now on (nothing, if it is gone)."""
+        if link in self._gone:
+            return
         for key in [k for k, v in self._handlers.items() if v is link]:
             del self._handlers[key]
         for name in actions:

@@ -9,6 +9,14 @@ invocation; ``agent.events`` adds session events to the workspace's log. A frame
 cannot be accepted is answered with an ``error`` frame naming the problem and the
 connection carries on. A node silent for `DEAD_AFTER` seconds is dropped (relaycast
 nodes heartbeat every 15–30 s); the relay pings every `PING_EVERY` s.
+
+One task reads the socket and another handles the frames it read, in order. So a node
+that goes away is out of the hub at once, even while one of its frames is being handled
+(an invocation made after its socket closed finds no handler), and acks are stored in
+batches: a node acks each ``deliver`` frame, and a commit per ack would cap a node at
+about a thousand a second. The acks waiting in a row when one is handled go into the
+same commit, each judged as if alone; frames stay in order, so an answer to a frame means
+the acks before it are stored.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import json
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -54,6 +63,7 @@ __all__ = ["DEAD_AFTER", "NodeLink", "node_route"]
 DEAD_AFTER = 48.0
 PING_EVERY = 20.0
 REGISTER_WITHIN = 10.0
+READ_AHEAD = 1024  # frames read and not handled yet; then the reader waits (backpressure)
 
 
 def node_route(api: Api, hub: Hub, actions: ActionService) -> WebSocketRoute:
@@ -76,6 +86,21 @@ def node_route(api: Api, hub: Hub, actions: ActionService) -> WebSocketRoute:
     return WebSocketRoute("/v1/node/ws", endpoint)
 
 
+def _peek_ack(raw: str) -> DeliveryAck | None:
+    """The frame if it is a well-formed ``delivery.ack`` (anything else: None)."""
+    try:
+        frame = decode(raw)
+    except WireError:
+        return None
+    return frame if isinstance(frame, DeliveryAck) else None
+
+
+def refusal(exc: Exception) -> str:
+    """The ``error`` frame's code for what the store or the API refused."""
+    code = "ack_out_of_range" if isinstance(exc, AckOutOfRange) else "refused"
+    return str(getattr(exc, "code", code))
+
+
 class NodeLink:
     """One node's connection: reads its frames, writes the relay's."""
 
@@ -89,10 +114,14 @@ class NodeLink:
         self.agents: dict[str, tuple[Agent, Pump]] = {}
         self.log = get_logger(component="relay.node", workspace=workspace.name)
         self._out, self._outq = anyio.create_memory_object_stream[str](1024)
+        self._last: bool | None = None  # once out of the hub: whether it was the node's last
         self.task_group: anyio.abc.TaskGroup
 
     async def send(self, frame: Frame) -> None:
         await self._out.send(encode(frame))
+
+    async def send_text(self, text: str) -> None:
+        await self._out.send(text)
 
     async def run(self) -> None:
         try:
@@ -102,8 +131,11 @@ class NodeLink:
                 try:
                     if await self._register():
                         tg.start_soon(self._ping)
-                        await self._read()
+                        read, unread = anyio.create_memory_object_stream[str](READ_AHEAD)
+                        tg.start_soon(self._handle_all, unread, tg.cancel_scope)
+                        await self._read(read)
                 finally:
+                    self._unhook()  # at once: the handler of a frame may still be running
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -148,23 +180,78 @@ class NodeLink:
         self.log.info("node_registered", node=self.node.name)
         return True
 
-    async def _read(self) -> None:
-        while True:
-            raw = await self._receive(DEAD_AFTER)
-            if raw is None:
-                return
-            try:
-                frame = decode(raw)
-            except WireError as exc:
-                await self._refuse(raw, exc.code, exc.message)
-                continue
-            try:
-                if await self._handle(frame) is False:
+    async def _read(self, read: MemoryObjectSendStream[str]) -> None:
+        """Read frames for `_handle_all` until the socket closes or goes silent."""
+        with read:
+            while (raw := await self._receive(DEAD_AFTER)) is not None:
+                await read.send(raw)
+
+    async def _handle_all(
+        self, unread: MemoryObjectReceiveStream[str], done: anyio.CancelScope
+    ) -> None:
+        """Handle the frames read, in order; a run of acks in one commit. Ends the
+        connection after a ``node.deregister``."""
+        held: str | None = None
+        with unread:
+            while True:
+                try:
+                    raw = held if held is not None else await unread.receive()
+                except anyio.EndOfStream:
                     return
-            except (StoreError, ApiError) as exc:
-                code = "ack_out_of_range" if isinstance(exc, AckOutOfRange) else "refused"
-                code = getattr(exc, "code", code)
-                await self.send(Error(id=frame.id, code=code, message=str(exc)))
+                held = None
+                frame = await self._decoded(raw)
+                if isinstance(frame, DeliveryAck):
+                    acks = [frame]
+                    while True:  # the acks read already, up to the first other frame
+                        try:
+                            held = unread.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        more = _peek_ack(held)
+                        if more is None:
+                            break
+                        acks.append(more)
+                        held = None
+                    await self._store_acks(acks)
+                elif frame is not None and await self._answer(frame) is False:
+                    done.cancel()
+                    return
+
+    async def _decoded(self, raw: str) -> Frame | None:
+        try:
+            return decode(raw)
+        except WireError as exc:
+            await self._refuse(raw, exc.code, exc.message)
+            return None
+
+    async def _answer(self, frame: Frame) -> bool | None:
+        try:
+            return await self._handle(frame)
+        except (StoreError, ApiError) as exc:
+            await self.send(Error(id=frame.id, code=refusal(exc), message=str(exc)))
+            return None
+
+    async def _store_acks(self, acks: list[DeliveryAck]) -> None:
+        """Acks in one commit, each answered (an ``error`` if refused) as if alone."""
+        results: list[int | Exception | None] = []
+        wanted: list[tuple[str, int]] = []
+        for ack in acks:
+            try:
+                wanted.append((self._hosted(ack.agent).id, ack.up_to_seq))
+                results.append(None)  # to be stored
+            except ApiError as exc:
+                results.append(exc)
+        try:
+            stored: list[int | StoreError] = await self.store.ack_many(wanted) if wanted else []
+        except StoreError as exc:
+            stored = [exc] * len(wanted)
+        answers = iter(stored)
+        for ack, result in zip(acks, results, strict=True):
+            outcome = next(answers) if result is None else result
+            if isinstance(outcome, Exception):
+                await self.send(Error(id=ack.id, code=refusal(outcome), message=str(outcome)))
+            elif ack.id is not None:
+                await self.send(Reply(id=ack.id, data={}))
 
     async def _handle(self, frame: Frame) -> bool | None:
         """Act on one frame; False ends the connection."""
@@ -174,10 +261,6 @@ class NodeLink:
             case AgentDeregister():
                 self._hosted(frame.name or "", frame.agent_id)
                 await self._drop_agent(frame.name or "", frame.agent_id, forget=frame.forget)
-                await self._ok(frame)
-            case DeliveryAck():
-                agent = self._hosted(frame.agent)
-                await self.store.ack(agent.id, frame.up_to_seq)
                 await self._ok(frame)
             case DeliveryReceipt():
                 agent = self._hosted(frame.agent)
@@ -279,10 +362,18 @@ class NodeLink:
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, reason=reason)
 
-    async def _gone(self) -> None:
+    def _unhook(self) -> None:
+        """Out of the hub as soon as the connection is known gone, before any await: a
+        request handled meanwhile (an invocation of an action it handled) finds no
+        handler rather than one that is going, and the hub takes nothing more for it."""
         for _, pump in self.agents.values():
             self.hub.detach(pump)
+        last = self.hub.node_gone(self)
+        self._last = last if self._last is None else self._last
+
+    async def _gone(self) -> None:
+        self._unhook()  # again: what a frame's handler added since (the hub refuses it)
         await self.actions.handler_gone(self)
-        if self.node is not None and self.hub.node_gone(self):
+        if self.node is not None and self._last:
             await self.store.node_offline(self.node.id)
             self.log.info("node_gone", node=self.node.name)

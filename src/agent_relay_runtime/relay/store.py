@@ -464,6 +464,11 @@ class Store(Protocol):
         acknowledged. `AckOutOfRange` for a replay (nothing new) or a seq never sent."""
         ...
 
+    async def ack_many(self, acks: Sequence[tuple[str, int]]) -> list[int | StoreError]:
+        """Several acks ``(agent id, up to seq)`` in one commit, in order, each judged as
+        `ack` would alone: what it acknowledged, or the error it would raise."""
+        ...
+
     async def set_receipt(
         self,
         delivery_id: str,

@@ -15,15 +15,16 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ..store import (
-    AckOutOfRange,
     Conflict,
     Delivery,
     DeliveryStatus,
     Message,
     NotFound,
     Receipt,
+    StoreError,
     ordered_id,
 )
+from .acks import apply_acks
 from .base import timestamp
 from .delivery_rows import (
     WITH_MESSAGE,
@@ -37,7 +38,7 @@ from .delivery_rows import (
     with_payloads,
 )
 from .events import append_event
-from .polling import Polling, advance_acked
+from .polling import Polling
 
 __all__ = ["Deliveries", "delivery_id", "parse_delivery_id", "push_payload"]
 
@@ -143,34 +144,13 @@ class Deliveries(Polling):
         return int(rows[0]["acked_seq"])
 
     async def ack(self, agent_id: str, up_to_seq: int) -> int:
-        def update(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "SELECT last_seq, acked_seq FROM agent_cursors WHERE agent_id = ?", (agent_id,)
-            ).fetchone()
-            if cursor is None:
-                raise NotFound(f"unknown agent {agent_id!r}")
-            if up_to_seq > cursor["last_seq"]:
-                raise AckOutOfRange(
-                    f"ack up to seq {up_to_seq}, but the last delivery sent is seq"
-                    f" {cursor['last_seq']}"
-                )
-            if up_to_seq <= cursor["acked_seq"]:
-                raise AckOutOfRange(
-                    f"ack up to seq {up_to_seq} is a replay: seq {cursor['acked_seq']}"
-                    " was acknowledged already"
-                )
-            conn.execute(
-                "UPDATE agent_cursors SET acked_seq = ? WHERE agent_id = ?", (up_to_seq, agent_id)
-            )
-            done = conn.execute(
-                "UPDATE deliveries SET acked = 1, updated_at = ?"
-                " WHERE agent_id = ? AND seq > ? AND seq <= ? AND acked = 0",
-                (timestamp(), agent_id, cursor["acked_seq"], up_to_seq),
-            )
-            advance_acked(conn, agent_id)  # past what was settled over REST beyond it
-            return done.rowcount
+        [done] = await self.ack_many([(agent_id, up_to_seq)])
+        if isinstance(done, StoreError):
+            raise done
+        return done
 
-        return await self._write(update)
+    async def ack_many(self, acks: Sequence[tuple[str, int]]) -> list[int | StoreError]:
+        return await self._write(lambda conn: apply_acks(conn, acks))
 
     async def set_receipt(
         self,

@@ -22,6 +22,7 @@ from ..store import (
     PendingDeliveries,
     SettleOutcome,
 )
+from .acks import advance_acked
 from .base import SqliteBase, timestamp
 from .delivery_rows import (
     WITH_MESSAGE,
@@ -31,7 +32,7 @@ from .delivery_rows import (
     with_payloads,
 )
 
-__all__ = ["Polling", "advance_acked"]
+__all__ = ["Polling"]
 
 # Which deliveries each relaycast state names (after the acknowledged seq when it can).
 _STATES = {
@@ -41,25 +42,6 @@ _STATES = {
     "failed": "d.status = 'failed'",
 }
 _UNACKED = ("queued", "delivered")
-
-
-def advance_acked(conn: sqlite3.Connection, agent_id: str) -> int:
-    """Move the agent's acknowledged seq over the settled deliveries that follow it; the
-    seq it is at. A delivery settled out of order waits for the ones before it."""
-    cursor = conn.execute(
-        "SELECT acked_seq, last_seq FROM agent_cursors WHERE agent_id = ?", (agent_id,)
-    ).fetchone()
-    gap = conn.execute(
-        "SELECT seq FROM deliveries WHERE agent_id = ? AND seq > ? AND acked = 0"
-        " ORDER BY seq LIMIT 1",
-        (agent_id, cursor["acked_seq"]),
-    ).fetchone()
-    reached = gap["seq"] - 1 if gap is not None else cursor["last_seq"]
-    if reached > cursor["acked_seq"]:
-        conn.execute(
-            "UPDATE agent_cursors SET acked_seq = ? WHERE agent_id = ?", (reached, agent_id)
-        )
-    return int(max(reached, cursor["acked_seq"]))
 
 
 class Polling(SqliteBase):
