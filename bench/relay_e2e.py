@@ -575,16 +575,18 @@ PROFILE_GROUPS = (
 
 
 def profile_run(args: argparse.Namespace) -> None:
-    """One REST run at the given concurrency with the relay process under cProfile (its
+    """One run at the given concurrency with the relay process under cProfile (its
     event loop thread only: SQLite's worker threads are not profiled). Prints the top
     functions by own time and the loop's own time by group; the profile stays in the
     temp dir for pstats."""
     out = Path(tempfile.gettempdir()) / "relay_e2e.prof"
+    with_node = "rest" in args.skip  # --skip rest: profile a run with the acking node
     result = anyio.run(
-        throughput, args.messages, args.seconds, args.warmup, args.profile, False, args.client,
-        out,
+        throughput, args.messages, args.seconds, args.warmup, args.profile, with_node,
+        args.client, out,
     )  # fmt: skip
-    print(f"profiled: REST, C={args.profile}: {result['msg_s']} msg/s (slowed by cProfile)")
+    how = "node" if with_node else "REST"
+    print(f"profiled: {how}, C={args.profile}: {result['msg_s']} msg/s (slowed by cProfile)")
     stats = pstats.Stats(str(out))
     stats.sort_stats("tottime").print_stats(20)
     groups: dict[str, float] = {}
@@ -646,7 +648,9 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["rest", "node", "latency"])
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--compare", type=Path, help="figures of an earlier --out, for ratios")
-    parser.add_argument("--profile", type=int, metavar="C", help="profile one REST run")
+    parser.add_argument(
+        "--profile", type=int, metavar="C", help="profile one REST run (--skip rest: a node run)"
+    )
     parser.add_argument("--serve-relay", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_logging("warning")
