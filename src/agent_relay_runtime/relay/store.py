@@ -791,6 +791,62 @@ class Store(Protocol):
         """Move the watch service's cursor forward to ``seq`` (never back)."""
         ...
 
+    # Nodes enrolled over REST (relaycast's ``/v1/nodes``): node tokens, the roster, and
+    # the agents bound to a node.
+
+    async def enroll_node(
+        self,
+        workspace_id: str,
+        name: str,
+        *,
+        node_id: str | None = None,
+        role: NodeRole | None = None,
+        capabilities: list[dict[str, Any]] | None = None,
+        max_agents: int | None = None,
+        tags: list[str] | None = None,
+        version: str | None = None,
+    ) -> tuple[NodeEntry, str]:
+        """The node ``node_id`` if given, else the one named ``name`` (created if new),
+        with what is given (None: unchanged, or the default), and a new node token for it
+        (shown once; the token it had before stops working). `Conflict` if ``node_id`` is
+        another workspace's node, or ``name`` another node's."""
+        ...
+
+    async def node_entry(self, workspace_id: str, name: str) -> NodeEntry | None: ...
+
+    async def node_entry_by_id(self, node_id: str) -> NodeEntry | None: ...
+
+    async def node_entries(self, workspace_id: str) -> list[NodeEntry]:
+        """The workspace's nodes, enrolled or not, by name."""
+        ...
+
+    async def node_by_token(self, token: str) -> NodeEntry | None:
+        """The node a node token was given for, if it is still its token."""
+        ...
+
+    async def bind_node_agent(
+        self,
+        node_id: str,
+        agent_id: str,
+        *,
+        session_ref: str | None = None,
+        priority: int = 0,
+        hosted: bool = False,
+    ) -> NodeBinding:
+        """Bind the agent to the node (from any node it was bound to before; again: the
+        binding updated). `Conflict` if the node has ``max_agents`` agents already, counting
+        its bindings and, with ``hosted``, the agents it hosts over its socket."""
+        ...
+
+    async def node_bindings(self, node_id: str, *, hosted: bool = False) -> list[NodeBinding]:
+        """The agents bound to the node, oldest binding first; with ``hosted``, then the
+        agents it hosts over its socket that are not bound to it."""
+        ...
+
+    async def unbind_node_agent(self, node_id: str, agent_id: str) -> bool:
+        """Drop the agent's binding to the node; False if there was none."""
+        ...
+
 
 WatchOn = Literal["idle", "delivered"]
 
@@ -812,3 +868,34 @@ class Watch(BaseModel):
 
 
 __all__ += ["Watch", "WatchOn"]
+
+
+NodeRole = Literal["direct", "broker"]
+
+
+class NodeEntry(Node):
+    """A node as the roster shows it: `Node`, and what it was enrolled with over REST. A
+    node that only ever connected with the workspace key has the defaults and no token."""
+
+    role: NodeRole = "broker"
+    max_agents: int = 0  # 0: no limit
+    tags: list[str] = []
+    enrolled: bool = False  # it holds a node token
+
+
+class NodeBinding(BaseModel):
+    """An agent on a node: bound to it over REST (``id`` set: the binding's), and/or hosted
+    by it over its socket now (``hosted``: it registered the agent and is connected)."""
+
+    id: str | None = None
+    node_id: str
+    agent_id: str
+    agent_name: str
+    session_ref: str | None = None
+    priority: int = 0
+    hosted: bool = False
+    created_at: str
+    updated_at: str | None = None
+
+
+__all__ += ["NodeBinding", "NodeEntry", "NodeRole"]

@@ -11,6 +11,7 @@ from .directory import Directory
 from .dms import Dms
 from .events import Events
 from .files import Files
+from .node_registry import NodeRegistry
 from .nodes import Nodes
 from .presence import Presence
 from .read_state import ReadState
@@ -21,6 +22,7 @@ __all__ = ["SqliteStore", "delivery_id", "migrations", "parse_delivery_id"]
 
 class SqliteStore(
     Nodes,
+    NodeRegistry,
     Directory,
     Conversations,
     Deliveries,
