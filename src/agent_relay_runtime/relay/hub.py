@@ -151,6 +151,10 @@ class Hub:
             return True
         return False
 
+    def node_live(self, node_id: str) -> bool:
+        """Whether the node is connected now."""
+        return node_id in self._nodes
+
     def handle(self, workspace_id: str, actions: list[str], link: Link) -> None:
         """``link`` handles exactly ``actions`` from now on (nothing, if it is gone)."""
         if link in self._gone:

@@ -1,7 +1,8 @@
 """``/v1/node/ws``, relay side: one `NodeLink` per connected node.
 
-The node authenticates with the workspace key (``?token=`` as relaycast clients send it,
-or a bearer header) and must open with ``node.register``; the reply lists
+The node authenticates with the workspace key or a node token (``nt_…`` from
+``POST /v1/nodes``, which registers as that node only), sent as ``?token=`` (as relaycast
+clients send it) or a bearer header, and must open with ``node.register``; the reply lists
 ``accepted_capabilities``. Then: ``agent.register`` binds an agent to this node (a fresh
 token for it, its acknowledged seq) and starts its pump; ``delivery.receipt`` and
 ``delivery.ack`` record what the runtime did with a delivery; ``action.result`` ends an
@@ -34,8 +35,9 @@ from ..logs import get_logger
 from .actions import ActionService
 from .hub import Hub, Pump
 from .rest.kit import Api, ApiError
+from .rest.nodes import node_token_owner
 from .sqlite.deliveries import delivery_id
-from .store import AckOutOfRange, Agent, Node, StoreError, Workspace
+from .store import AckOutOfRange, Agent, Node, NodeEntry, StoreError, Workspace
 from .wire import (
     ActionResult,
     AgentDeregister,
@@ -72,16 +74,25 @@ def node_route(api: Api, hub: Hub, actions: ActionService) -> WebSocketRoute:
         token = websocket.query_params.get("token") or (
             bearer if scheme.lower() == "bearer" else None
         )
-        try:
-            caller = await api.caller_of(token)
-        except ApiError:
-            await websocket.close(code=1008)  # before accept: the handshake gets a 403
-            return
-        if caller.agent is not None:
-            await websocket.close(code=1008)
-            return
+        own: NodeEntry | None = None  # with a node token: the node it was given for
+        if token and token.startswith("nt_"):
+            owner = await node_token_owner(api.store, token)
+            if owner is None:
+                await websocket.close(code=1008)  # before accept: the handshake gets a 403
+                return
+            workspace, own = owner
+        else:
+            try:
+                caller = await api.caller_of(token)
+            except ApiError:
+                await websocket.close(code=1008)
+                return
+            if caller.agent is not None:
+                await websocket.close(code=1008)
+                return
+            workspace = caller.workspace
         await websocket.accept()
-        await NodeLink(websocket, caller.workspace, api, hub, actions).run()
+        await NodeLink(websocket, workspace, api, hub, actions, own=own).run()
 
     return WebSocketRoute("/v1/node/ws", endpoint)
 
@@ -101,13 +112,30 @@ def refusal(exc: Exception) -> str:
     return str(getattr(exc, "code", code))
 
 
+def _not_own(own: NodeEntry, name: str, node_id: str | None) -> tuple[str, str] | None:
+    """Why a socket with ``own``'s token may not register as ``name`` / ``node_id``."""
+    if name != own.name:
+        return "node_name_mismatch", f"this node token is node {own.name!r}'s, not {name!r}'s"
+    if node_id is not None and node_id != own.id:
+        return "node_id_mismatch", f"this node token is node {own.id!r}'s, not {node_id!r}'s"
+    return None
+
+
 class NodeLink:
     """One node's connection: reads its frames, writes the relay's."""
 
     def __init__(
-        self, websocket: WebSocket, workspace: Workspace, api: Api, hub: Hub, actions: ActionService
+        self,
+        websocket: WebSocket,
+        workspace: Workspace,
+        api: Api,
+        hub: Hub,
+        actions: ActionService,
+        *,
+        own: NodeEntry | None = None,
     ) -> None:
         self.ws, self.workspace, self.store = websocket, workspace, api.store
+        self.own = own  # connected with this node's token: it registers as itself only
         self.hub, self.actions = hub, actions
         self.node_id = ""
         self.node: Node | None = None
@@ -167,6 +195,10 @@ class NodeLink:
             await self.send(
                 Error(id=frame.id, code="not_registered", message="send node.register first")
             )
+            return False
+        refused = _not_own(self.own, frame.name, frame.node_id) if self.own else None
+        if refused is not None:
+            await self.send(Error(id=frame.id, code=refused[0], message=refused[1]))
             return False
         capabilities = [c.model_dump(exclude_none=True) for c in frame.capabilities]
         self.node = await self.store.node_online(

@@ -16,6 +16,7 @@ from ..node_server import node_route
 from ..store import Store
 from ..watches import WatchService
 from . import actions, agents, channels, deliveries, dms, events, files, inbox, messages, presence
+from . import nodes as node_routes
 from . import watches as watch_routes
 from .kit import Api, ApiError
 
@@ -41,7 +42,7 @@ def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
             *messages.routes(api), *dms.routes(api), *inbox.routes(api), *deliveries.routes(api),
             *files.routes(api, files_dir),
             *actions.routes(api, service), *events.routes(api), node_route(api, hub, service),
-            *watch_routes.routes(api, watches),
+            *watch_routes.routes(api, watches), *node_routes.routes(api, hub),
         ],
         lifespan=watches.lifespan,  # runs the watch service (uvicorn with lifespan="on")
     )  # fmt: skip
