@@ -101,7 +101,7 @@ async def test_a_codex_agent_gets_the_mcp_server_as_config_overrides(
     agent = await codex.create(relay=relay, name="coder", command=str(FAKE_CODEX), env=script_env())
     argv = (await relay.fleet()).supervisor.get("coder").driver.argv
     overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
-    assert any(o.startswith('mcp_servers.agent-relay.command=') for o in overrides)
+    assert any(o.startswith("mcp_servers.agent-relay.command=") for o in overrides)
     assert any("--token-file" in o for o in overrides if ".args=" in o)
     await agent.release()
 
