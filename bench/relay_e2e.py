@@ -114,8 +114,9 @@ async def running_relay(db: Path) -> AsyncIterator[tuple[str, str, SqliteStore, 
     _, key = await store.create_workspace("bench")
     sock = bind_tcp("127.0.0.1", 0)  # as the embedded relay listens
     config = uvicorn.Config(
-        relay_app(store), log_config=None, access_log=False, lifespan="off",
+        relay_app(store), log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=2, ws_max_size=16 << 20,
+        ws_per_message_deflate=os.environ.get("BENCH_WS_DEFLATE", "1") == "1",
     )  # fmt: skip
     server = uvicorn.Server(config)
     try:
@@ -452,7 +453,7 @@ class StoreWatch:
         self.stored_at: dict[str, float] = {}
         self.acked = 0
         self.changed = Notifier()
-        set_receipt, ack = store.set_receipt, store.ack
+        set_receipt, ack_many = store.set_receipt, store.ack_many
 
         async def timed_receipt(*args: Any, **kwargs: Any) -> Any:
             delivery = await set_receipt(*args, **kwargs)
@@ -461,14 +462,16 @@ class StoreWatch:
             self.changed.notify()
             return delivery
 
-        async def timed_ack(agent_id: str, up_to_seq: int) -> int:
-            done = await ack(agent_id, up_to_seq)
-            self.acked = max(self.acked, up_to_seq)
+        async def timed_acks(acks: Any) -> Any:  # a node's acks are stored in batches
+            done = await ack_many(acks)
+            for (_, up_to_seq), result in zip(acks, done, strict=True):
+                if isinstance(result, int):
+                    self.acked = max(self.acked, up_to_seq)
             self.changed.notify()
             return done
 
         store.set_receipt = timed_receipt  # type: ignore[method-assign]
-        store.ack = timed_ack  # type: ignore[method-assign]
+        store.ack_many = timed_acks  # type: ignore[method-assign]
 
     async def until(self, check: Any) -> None:
         while True:
