@@ -139,14 +139,46 @@ async def serve_relay_child(db: Path) -> None:
         server.should_exit = True
 
 
+async def serve_floor_child() -> None:
+    """The HTTP stack alone (the child process, --floor): uvicorn and Starlette as the relay
+    runs them, the POST route behind as many routes as the relay's is, a handler that
+    reads the body and answers a message-sized 201, nothing stored. What a POST costs
+    before the relay does anything."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    answer = {"ok": True, "data": {"id": "msg_" + "0" * 24, "text": "m 1", "attachments": []}}
+
+    async def post(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse(answer, status_code=201)
+
+    before = [Route(f"/v1/other{n}/{{name}}", post, methods=["POST"]) for n in range(20)]
+    app = Starlette(routes=[*before, Route("/v1/channels/{name}/messages", post, methods=["POST"])])
+    sock = bind_tcp("127.0.0.1", 0)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        print(json.dumps({"url": f"http://127.0.0.1:{sock.getsockname()[1]}", "key": "-"}),
+              flush=True)  # fmt: skip
+        stdin = anyio.wrap_file(sys.stdin)
+        while await stdin.readline():
+            pass
+        server.should_exit = True
+
+
 class RelayProcess:
     """A relay in a process of its own; closing its stdin ends it."""
 
-    def __init__(self, tmp: Path, profile: Path | None = None) -> None:
+    def __init__(self, tmp: Path, profile: Path | None = None, floor: bool = False) -> None:
         runner = [sys.executable]
         if profile is not None:
             runner += ["-m", "cProfile", "-o", str(profile)]
-        runner += [str(Path(__file__).resolve()), "--serve-relay", str(tmp / "relay.db")]
+        runner += [str(Path(__file__).resolve())]
+        runner += ["--serve-floor"] if floor else ["--serve-relay", str(tmp / "relay.db")]
         self.proc = subprocess.Popen(
             runner, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -334,6 +366,27 @@ async def throughput(
             )
         finally:
             relay.close()
+
+
+async def floor(seconds: float, concurrency: int) -> dict[str, Any]:
+    """Requests a second and the server's CPU a request, through the HTTP stack alone."""
+    with tempfile.TemporaryDirectory(prefix="relay-e2e-", dir="/var/tmp") as tmp:
+        server = RelayProcess(Path(tmp), floor=True)
+        try:
+            await post_all(server.url, "-", iter(range(200)), concurrency, [])
+            latencies: list[float] = []
+            before, started = server.cpu(), time.perf_counter()
+            numbers = numbered(0, 1 << 30, seconds)
+            await post_all(server.url, "-", numbers, concurrency, latencies)
+            elapsed, after = time.perf_counter() - started, server.cpu()
+        finally:
+            server.close()
+    spent = after["loop"] + after["threads"] - before["loop"] - before["threads"]
+    return {
+        "concurrency": concurrency,
+        "req_s": round(len(latencies) / elapsed),
+        "server_cpu_ms_per_req": round(spent / len(latencies) * 1000, 3),
+    }
 
 
 async def _throughput(
@@ -654,11 +707,19 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, metavar="C", help="profile one REST run (--skip rest: a node run)"
     )
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also the HTTP stack alone (uvicorn + Starlette, a trivial handler), at each C",
+    )  # fmt: skip
     parser.add_argument("--serve-relay", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_logging("warning")
     if args.serve_relay is not None:
         anyio.run(serve_relay_child, args.serve_relay)
+        return
+    if args.serve_floor:
+        anyio.run(serve_floor_child)
         return
     if args.profile is not None:
         profile_run(args)
@@ -699,6 +760,17 @@ def main() -> None:
         )
     if runs:
         results["throughput"] = {"fanout": FANOUT, "runs": runs}
+    if args.floor:
+        floors = []
+        for c in args.concurrency:
+            f = max((anyio.run(floor, args.seconds, c) for _ in range(args.runs)),
+                    key=lambda r: r["req_s"])  # fmt: skip
+            floors.append(f)
+            row(
+                f"HTTP stack alone (trivial handler), C={c}: requests/s; server CPU a request",
+                f"{f['req_s']}; {f['server_cpu_ms_per_req']} ms",
+            )
+        results["floor"] = floors
     if "latency" not in args.skip:
         lat = anyio.run(latency, args.samples, args.warmup_samples)
         results["latency"] = lat
