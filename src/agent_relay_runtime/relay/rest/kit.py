@@ -9,6 +9,7 @@ strings. Never a 5xx after a write committed: the SDK retries a 5xx, POSTs inclu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from ..store import (
     Agent,
@@ -73,7 +75,6 @@ class Caller:
 
 
 Handler = Callable[[Request, Caller], Awaitable[Any]]
-Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 B = TypeVar("B", bound=Body)
 
 
@@ -82,9 +83,36 @@ def ok(data: Any, status: int = 200) -> JSONResponse:
 
 
 def failure(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"ok": False, "error": {"code": code, "message": message}}, status_code=status
-    )
+    return JSONResponse(_error(code, message), status_code=status)
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class Endpoint:
+    """A route's ASGI app (see `Api.endpoint`). An app, not a request handler: Starlette
+    wraps a function endpoint in a request/response adapter and its exception handling
+    for every request; this one reads the request and writes the answer itself (the
+    same JSON `JSONResponse` writes)."""
+
+    __slots__ = ("api", "handler", "status")
+
+    def __init__(self, api: Api, handler: Handler, status: int) -> None:
+        self.api, self.handler, self.status = api, handler, status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, envelope = await self.api.answer(Request(scope, receive, send), self.handler,
+                                                 self.status)  # fmt: skip
+        body = json.dumps(
+            envelope, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()
+        headers = [(b"content-length", str(len(body)).encode()), _JSON]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+_JSON = (b"content-type", b"application/json")
 
 
 class Api:
@@ -110,21 +138,24 @@ class Api:
         raise ApiError(401, "unauthorized", "a valid workspace key or agent token is required")
 
     def endpoint(self, handler: Handler, status: int = 200) -> Endpoint:
-        async def serve(request: Request) -> JSONResponse:
-            try:
-                scheme, _, token = request.headers.get("authorization", "").partition(" ")
-                caller = await self.caller_of(token if scheme.lower() == "bearer" else None)
-                return ok(await handler(request, caller), status)
-            except ApiError as exc:
-                return failure(exc.status, exc.code, exc.message)
-            except NotFound as exc:
-                return failure(404, "not_found", str(exc))
-            except Conflict as exc:
-                return failure(409, "name_conflict", str(exc))
-            except StoreError as exc:
-                return failure(409, "conflict", str(exc))
+        """The route's ASGI app: the caller authenticated, the handler's result in the
+        envelope, a refusal as its error."""
+        return Endpoint(self, handler, status)
 
-        return serve
+    async def answer(self, request: Request, handler: Handler, status: int) -> tuple[int, Any]:
+        """What `Endpoint` sends: the status and the envelope."""
+        try:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            caller = await self.caller_of(token if scheme.lower() == "bearer" else None)
+            return status, {"ok": True, "data": await handler(request, caller)}
+        except ApiError as exc:
+            return exc.status, _error(exc.code, exc.message)
+        except NotFound as exc:
+            return 404, _error("not_found", str(exc))
+        except Conflict as exc:
+            return 409, _error("name_conflict", str(exc))
+        except StoreError as exc:
+            return 409, _error("conflict", str(exc))
 
     @staticmethod
     async def body_of(request: Request, model: type[B]) -> B:
