@@ -33,6 +33,9 @@ from .conftest import (
     script_env,
     tui_spec,
 )
+from .test_opencode_server import running_server
+
+__all__ = ["running_server"]  # a fixture this module uses
 
 pytestmark = pytest.mark.anyio
 
@@ -279,3 +282,16 @@ async def test_every_harness_gets_the_relay_mcp_server_its_own_way(
         command = [server["command"], *server["args"]]
     assert command[1:4] == ["-m", "agent_relay_runtime", "mcp"] and "--token-file" in command
     await fleet.release(f"{harness}-1")
+
+
+async def test_attach_adopts_a_running_server_as_an_agent(
+    relay: AgentRelay, running_server: tuple[str, str, subprocess.Popen[str]]
+) -> None:
+    endpoint, password, server = running_server
+    fleet = await relay.fleet()
+    spec = SessionSpec(harness="opencode", name="served", endpoint=endpoint, password=password)
+    attached = await fleet.attach(spec)
+    assert (attached["agent"], attached["status"]) == ("served", "idle")
+    assert (await relay.client.call("GET", "/v1/agents/served"))["status"] == "online"
+    await fleet.release("served")
+    assert server.poll() is None  # released: detached, the server it did not start runs on
