@@ -70,7 +70,7 @@ from agent_relay_runtime.logs import configure_logging  # noqa: E402
 from agent_relay_runtime.node.hosting import RelayHost  # noqa: E402
 from agent_relay_runtime.node.link import node_socket_url  # noqa: E402
 from agent_relay_runtime.profiles import ProfileRegistry, builtin_profile_dir  # noqa: E402
-from agent_relay_runtime.relay.embedded import bind_tcp  # noqa: E402
+from agent_relay_runtime.relay.embedded import bind_tcp, server_config  # noqa: E402
 from agent_relay_runtime.relay.rest import relay_app  # noqa: E402
 from agent_relay_runtime.relay.sqlite import SqliteStore  # noqa: E402
 from agent_relay_runtime.supervisor import Supervisor  # noqa: E402
@@ -113,12 +113,7 @@ async def running_relay(db: Path) -> AsyncIterator[tuple[str, str, SqliteStore, 
     store = await SqliteStore.open(db)
     _, key = await store.create_workspace("bench")
     sock = bind_tcp("127.0.0.1", 0)  # as the embedded relay listens
-    config = uvicorn.Config(
-        relay_app(store), log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=2, ws_max_size=16 << 20,
-        ws_per_message_deflate=os.environ.get("BENCH_WS_DEFLATE", "1") == "1",
-    )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(relay_app(store)))
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])

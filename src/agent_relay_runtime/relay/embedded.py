@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
@@ -26,7 +27,7 @@ from .rest import relay_app
 from .sqlite import SqliteStore
 from .store import Store
 
-__all__ = ["EmbeddedRelay", "WorkspaceInfo", "open_workspace", "run_embedded"]
+__all__ = ["EmbeddedRelay", "WorkspaceInfo", "open_workspace", "run_embedded", "server_config"]
 
 
 @dataclass
@@ -65,6 +66,16 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return listen_tcp(address, port, f"the relay cannot listen on {host}:{port}", 512)
 
 
+def server_config(app: Any) -> uvicorn.Config:
+    """How the relay is served: no access log, the app's lifespan (the watch service),
+    16 MiB node frames, and no per-message deflate on the node socket (its frames are
+    small JSON: compressing them cost ~0.7 ms of CPU a message at fan-out 10)."""
+    return uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2,
+        ws_max_size=16 << 20, ws_per_message_deflate=False,
+    )  # fmt: skip
+
+
 @dataclass
 class EmbeddedRelay:
     workspace: WorkspaceInfo
@@ -89,11 +100,7 @@ async def run_embedded(
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         info = WorkspaceInfo(name=name, key=key, relay_url=f"http://{shown}:{bound}")
-        config = uvicorn.Config(
-            relay_app(store), log_config=None, access_log=False, lifespan="on",
-            timeout_graceful_shutdown=2, ws_max_size=16 << 20,
-        )  # fmt: skip
-        server = ReadyServer(config)
+        server = ReadyServer(server_config(relay_app(store)))
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(server.serve, [sock])
