@@ -192,7 +192,7 @@ class Fleet:
         else:
             executable = spec.command or harness.executable
         try:
-            resolve_executable(executable or spec.harness, {**spec.env, "PATH": _path(spec)})
+            resolve_executable(executable or spec.harness, {**os.environ, **spec.env})
         except ConfigError as exc:
             raise ConfigError(
                 f"harness {spec.harness!r} not installed on this node {self.node!r}: {exc}"
@@ -224,10 +224,9 @@ class Fleet:
             return self._view(self.supervisor.get(name))
         except SessionNotFound:
             if any(e.get("name") == name for e in self.supervisor.ended()):
-                last = self._last.get(name)
                 return {
                     "agent": name, "status": "offline", "node": self.node,
-                    "last_activity": last.isoformat() if last else None,
+                    "last_activity": self._last_activity(name),
                 }  # fmt: skip
         try:
             agent = await self.relay.call("GET", f"/v1/agents/{name}")
@@ -245,19 +244,18 @@ class Fleet:
     def list(self) -> list[dict[str, Any]]:
         return [self._view(s) for s in self.supervisor.sessions()]
 
+    def _last_activity(self, name: str) -> str | None:
+        last = self._last.get(name)
+        return last.isoformat() if last else None
+
     def _view(self, session: Session) -> dict[str, Any]:
-        last = self._last.get(session.name)
         return {
             "agent": session.name, "status": STATUS_OF[session.state],
             "state": session.state.value, "harness": session.identity.harness,
             "session": session.identity.session_id, "node": self.node,
             "mode": session.identity.mode, "pid": session.identity.pid,
-            "last_activity": last.isoformat() if last else None,
+            "last_activity": self._last_activity(session.name),
         }  # fmt: skip
 
     def _seen(self, event: SessionEvent) -> None:
         self._last[event.session] = event.at
-
-
-def _path(spec: SessionSpec) -> str:
-    return spec.env.get("PATH") or os.environ.get("PATH", os.defpath)
