@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -42,6 +43,11 @@ async def post(http: httpx.AsyncClient, token: str, text: str) -> str:
                            headers=bearer(token))  # fmt: skip
     assert sent.status_code == 201, sent.text
     return str(sent.json()["data"]["id"])
+
+
+def _remove_members(channel_id: str, conn: sqlite3.Connection) -> None:
+    """Deletes every member of the channel, as raw SQL (a write the store sends to its writer)."""
+    conn.execute("DELETE FROM channel_members WHERE channel_id = ?", (channel_id,))
 
 
 async def test_lookups_are_served_from_memory_until_the_directory_changes(
@@ -100,9 +106,7 @@ async def test_membership_changes_take_effect_for_the_next_message(
     store = relay.store
     general = await store.channel_by_name(relay.workspace_id, "general")
     assert general is not None
-    await store._write(
-        lambda c: c.execute("DELETE FROM channel_members WHERE channel_id = ?", (general.id,))
-    )
+    await store._write(partial(_remove_members, general.id))
     assert await targets_of(relay, await post(http, bob, "four")) == []
 
     archived = await http.delete("/v1/channels/general", headers=bearer(alice))

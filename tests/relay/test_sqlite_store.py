@@ -4,6 +4,7 @@ written together, cumulative acks, the event log, and what survives a kill -9.""
 from __future__ import annotations
 
 import json
+import pickle
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from agent_relay_runtime.relay.sqlite import SqliteStore, migrations
-from agent_relay_runtime.relay.store import AckOutOfRange, Conflict, NotFound, StoreError
+from agent_relay_runtime.relay.store import (
+    AckOutOfRange,
+    Conflict,
+    DeliveryFinal,
+    NotFound,
+    StoreError,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -188,3 +195,17 @@ async def test_a_kill_9_after_the_write_loses_nothing(tmp_path: Path) -> None:
         ]
     finally:
         await store.aclose()
+
+
+def test_store_errors_survive_pickling() -> None:
+    """A write's exception comes back from the writer process pickled, as it was raised."""
+    final = pickle.loads(pickle.dumps(DeliveryFinal("del_x_1", "acked")))
+    assert type(final) is DeliveryFinal
+    assert (str(final), final.state, final.delivery_id) == (
+        "delivery 'del_x_1' is acked already",
+        "acked",
+        "del_x_1",
+    )
+    for error in (NotFound("n"), Conflict("c"), AckOutOfRange("a"), StoreError("s")):
+        again = pickle.loads(pickle.dumps(error))
+        assert (type(again), str(again)) == (type(error), str(error))

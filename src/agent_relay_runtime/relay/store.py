@@ -85,7 +85,13 @@ class DeliveryFinal(Conflict):
 
     def __init__(self, delivery_id: str, state: Literal["acked", "failed", "delivered"]) -> None:
         super().__init__(f"delivery {delivery_id!r} is {state} already")
+        self.delivery_id = delivery_id
         self.state = state
+
+    def __reduce__(self) -> tuple[type[DeliveryFinal], tuple[str, str]]:
+        # Pickled as its arguments (it crosses from the database's writer process): the
+        # default would call __init__ with the message alone.
+        return type(self), (self.delivery_id, self.state)
 
 
 _last_id_ms = 0

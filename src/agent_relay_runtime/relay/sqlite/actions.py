@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import partial
 from typing import Any
 
 from ..store import Action, Invocation, InvocationStatus, NotFound, ordered_id
@@ -18,37 +19,11 @@ from .events import insert_event
 class Actions(SqliteBase):
     async def put_action(self, action: Action) -> None:
         """Register ``action`` (replacing one of the same name: the newest handler wins)."""
-
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO actions (id, workspace_id, name, description, input_schema,"
-                " available_to, owner, when_offline, timeout_s, registered_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE"
-                " SET description = excluded.description, input_schema = excluded.input_schema,"
-                " available_to = excluded.available_to, owner = excluded.owner,"
-                " when_offline = excluded.when_offline, timeout_s = excluded.timeout_s,"
-                " registered_at = excluded.registered_at",
-                (action.id, action.workspace_id, action.name, action.description,
-                 json.dumps(action.input_schema),
-                 None if action.available_to is None else json.dumps(action.available_to),
-                 action.owner, action.when_offline, action.timeout_s, action.registered_at),
-            )  # fmt: skip
-
-        await self._write(upsert)
+        await self._write(partial(_upsert_action, action))
 
     async def drop_actions(self, workspace_id: str, owner: str, keep: list[str]) -> list[str]:
         """Unregister the actions ``owner`` handles but for ``keep``; their names."""
-
-        def delete(conn: sqlite3.Connection) -> list[str]:
-            marks = ", ".join("?" * len(keep))
-            rows = conn.execute(
-                "DELETE FROM actions WHERE workspace_id = ? AND owner = ?"
-                f" AND name NOT IN ({marks}) RETURNING name",
-                (workspace_id, owner, *keep),
-            ).fetchall()
-            return [row["name"] for row in rows]
-
-        return await self._write(delete)
+        return await self._write(partial(_delete_actions, workspace_id, owner, keep))
 
     async def action_named(self, workspace_id: str, name: str) -> Action | None:
         found = await self._actions("workspace_id = ? AND name = ?", workspace_id, name)
@@ -91,27 +66,11 @@ class Actions(SqliteBase):
             status=status, error=error, created_at=now,
             finished_at=None if status == "invoked" else now,
         )  # fmt: skip
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO invocations (id, workspace_id, action, caller_agent_id, caller_name,"
-                " input, status, error, created_at, finished_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, workspace_id, action, caller_agent_id, caller_name,
-                 json.dumps(input), status, error, now, record.finished_at),
-            )  # fmt: skip
-            _event(conn, record)
-
-        await self._write(insert)
+        await self._write(partial(_insert_invocation, record))
         return record
 
     async def mark_dispatched(self, invocation_id: str, node_id: str) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE invocations SET handler_node = ?, dispatched_at = ? WHERE id = ?",
-                (node_id, timestamp(), invocation_id),
-            )
-        )
+        await self._write(partial(_mark_dispatched, invocation_id, node_id))
 
     async def finish_invocation(
         self, invocation_id: str, *, output: Any = None, error: str | None = None
@@ -120,25 +79,7 @@ class Actions(SqliteBase):
         Only the first end counts (a result after a timeout changes nothing); the record
         and whether this call ended it."""
         status = "failed" if error is not None else "completed"
-
-        def update(conn: sqlite3.Connection) -> tuple[Invocation, bool]:
-            row = conn.execute(
-                "UPDATE invocations SET status = ?, output = ?, error = ?, finished_at = ?"
-                " WHERE id = ? AND status = 'invoked' RETURNING *",
-                (status, None if error is not None else json.dumps(output), error,
-                 timestamp(), invocation_id),
-            ).fetchone()  # fmt: skip
-            if row is not None:
-                record = _invocation(row)
-                _event(conn, record)
-                return record, True
-            row = conn.execute("SELECT * FROM invocations WHERE id = ?", (invocation_id,))
-            found = row.fetchone()
-            if found is None:
-                raise NotFound(f"unknown invocation {invocation_id!r}")
-            return _invocation(found), False
-
-        return await self._write(update)
+        return await self._write(partial(_finish_invocation, invocation_id, status, output, error))
 
     async def invocation(self, invocation_id: str) -> Invocation | None:
         rows = await self._rows("SELECT * FROM invocations WHERE id = ?", invocation_id)
@@ -153,6 +94,82 @@ class Actions(SqliteBase):
             action,
         )
         return [_invocation(row) for row in rows]
+
+
+def _upsert_action(action: Action, conn: sqlite3.Connection) -> None:
+    """The action's row, replacing the one of the same name in its workspace."""
+    conn.execute(
+        "INSERT INTO actions (id, workspace_id, name, description, input_schema,"
+        " available_to, owner, when_offline, timeout_s, registered_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO UPDATE"
+        " SET description = excluded.description, input_schema = excluded.input_schema,"
+        " available_to = excluded.available_to, owner = excluded.owner,"
+        " when_offline = excluded.when_offline, timeout_s = excluded.timeout_s,"
+        " registered_at = excluded.registered_at",
+        (action.id, action.workspace_id, action.name, action.description,
+         json.dumps(action.input_schema),
+         None if action.available_to is None else json.dumps(action.available_to),
+         action.owner, action.when_offline, action.timeout_s, action.registered_at),
+    )  # fmt: skip
+
+
+def _delete_actions(
+    workspace_id: str, owner: str, keep: list[str], conn: sqlite3.Connection
+) -> list[str]:
+    """Deletes the actions ``owner`` handles but for ``keep``; their names."""
+    marks = ", ".join("?" * len(keep))
+    rows = conn.execute(
+        "DELETE FROM actions WHERE workspace_id = ? AND owner = ?"
+        f" AND name NOT IN ({marks}) RETURNING name",
+        (workspace_id, owner, *keep),
+    ).fetchall()
+    return [row["name"] for row in rows]
+
+
+def _insert_invocation(record: Invocation, conn: sqlite3.Connection) -> None:
+    """The new invocation's row and its ``action.*`` event."""
+    conn.execute(
+        "INSERT INTO invocations (id, workspace_id, action, caller_agent_id, caller_name,"
+        " input, status, error, created_at, finished_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (record.id, record.workspace_id, record.action, record.caller_agent_id,
+         record.caller_name, json.dumps(record.input), record.status, record.error,
+         record.created_at, record.finished_at),
+    )  # fmt: skip
+    _event(conn, record)
+
+
+def _mark_dispatched(invocation_id: str, node_id: str, conn: sqlite3.Connection) -> None:
+    """The invocation's handler node and dispatch time."""
+    conn.execute(
+        "UPDATE invocations SET handler_node = ?, dispatched_at = ? WHERE id = ?",
+        (node_id, timestamp(), invocation_id),
+    )
+
+
+def _finish_invocation(
+    invocation_id: str,
+    status: str,
+    output: Any,
+    error: str | None,
+    conn: sqlite3.Connection,
+) -> tuple[Invocation, bool]:
+    """The invocation's end (and its event) unless it ended already; the record and
+    whether this ended it."""
+    row = conn.execute(
+        "UPDATE invocations SET status = ?, output = ?, error = ?, finished_at = ?"
+        " WHERE id = ? AND status = 'invoked' RETURNING *",
+        (status, None if error is not None else json.dumps(output), error,
+         timestamp(), invocation_id),
+    ).fetchone()  # fmt: skip
+    if row is not None:
+        record = _invocation(row)
+        _event(conn, record)
+        return record, True
+    found = conn.execute("SELECT * FROM invocations WHERE id = ?", (invocation_id,)).fetchone()
+    if found is None:
+        raise NotFound(f"unknown invocation {invocation_id!r}")
+    return _invocation(found), False
 
 
 def _invocation(row: sqlite3.Row) -> Invocation:

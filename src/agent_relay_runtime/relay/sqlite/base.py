@@ -1,17 +1,21 @@
-"""The relay's store on SQLite: WAL mode, versioned migrations, one connection.
+"""The relay's store on SQLite: WAL mode, versioned migrations, a writer process.
 
-The connection lives in worker threads, one call at a time (a capacity limiter of one):
-SQLite has one writer anyway, and a single connection keeps each transaction whole.
-Changes are group-committed: the changes that arrive while a commit is under way go
-together into the next transaction, each in a savepoint of its own (one that fails is
-rolled back alone), and every caller returns only after the commit that holds its
-change. A commit is what costs (with fan-out, five times the work of the change itself),
-so this is what lets many writers through. With WAL and ``synchronous=NORMAL`` a commit
-survives the process being killed (a power loss may lose the last commits, which
-``synchronous="full"`` prevents at a cost).
+Changes are made by the writer process (`writer`), the database's only writer, and
+group-committed: the changes that arrive while a batch is on its way go together into
+the next transaction, each in a savepoint of its own (one that fails is rolled back
+alone), and every caller returns only after the commit that holds its change. Two
+batches may be on their way at once (one committing, the next sent), so the writer never
+waits for this process between commits. A commit is what costs (with fan-out, five
+times the work of the change itself), so this is what lets many writers through. With
+WAL and ``synchronous=NORMAL`` a commit survives the process being killed (a power loss
+may lose the last commits, which ``synchronous="full"`` prevents at a cost).
+
+Reads use this process's own connection (``query_only``), in a worker thread, one call
+at a time; with WAL they see every commit that was answered before they started.
 
 Migrations are the ``migrations/NNNN_*.sql`` files of this package, applied in order
-inside a transaction each, the schema version kept in ``PRAGMA user_version``.
+inside a transaction each (before the writer starts), the schema version kept in
+``PRAGMA user_version``.
 
 The directory (workspaces, agents and their tokens, channels and their members) is what
 every request looks up, and it rarely changes: lookups of it are cached in memory
@@ -19,7 +23,7 @@ every request looks up, and it rarely changes: lookups of it are cached in memor
 by triggers on those tables, migration 0006) is the one read at the last commit. A
 change is seen by every request that starts after the call that made it returned: the
 version is read in the committing transaction and the cache dropped before any caller
-of that commit resumes. This connection is the database's only writer.
+of that commit resumes.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
@@ -36,11 +39,13 @@ import anyio
 
 from ...aio import Notifier
 from ..store import Delivery, StoreError
+from .writer import Writer, connect, directory_version
 
 __all__ = ["SqliteBase", "migrations", "timestamp"]
 
 T = TypeVar("T")
 
+PIPELINE = 2  # batches on their way to the writer at once: one committing, one waiting
 DIRECTORY_CACHE = 10_000  # entries; dropped whole when full (a bound, not an eviction policy)
 
 
@@ -58,17 +63,18 @@ def timestamp() -> str:
 
 
 class SqliteBase:
-    """The connection, group commit and reads that every part of the store builds on."""
+    """The connections, group commit and reads that every part of the store builds on."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, synchronous: str) -> None:
-        self._conn = conn
+        self._conn = conn  # reads only (query_only): the writer process makes every change
         self.path = path
         self.synchronous = synchronous
         self._limiter = anyio.CapacityLimiter(1)
+        self._writer = Writer(path, synchronous)
         self._queued: list[_Change[Any]] = []
-        self._committing = False
+        self._committers = 0
         # The directory's version as of the last commit, and lookups made at that version.
-        self.directory_version = _directory_version(conn)
+        self.directory_version = directory_version(conn)
         self._directory: dict[Hashable, Any] = {}
         self._directory_at = self.directory_version
         # Told after every commit: the event log's readers wait on it.
@@ -78,52 +84,57 @@ class SqliteBase:
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "normal") -> Self:
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: fan-out touches many index pages
+        def opened() -> sqlite3.Connection:
+            conn = connect(path, synchronous)
             migrate(conn)
+            conn.execute("PRAGMA query_only = ON")
             return conn
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await anyio.to_thread.run_sync(connect)
-        return cls(conn, path, synchronous)
+        conn = await anyio.to_thread.run_sync(opened)
+        store = cls(conn, path, synchronous)
+        await store._writer.start()
+        return store
 
     async def aclose(self) -> None:
+        await self._writer.aclose()
         await self._run(self._conn.close)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in a transaction (its own savepoint), committed before this returns."""
+        """Run ``fn`` in a transaction (its own savepoint) in the writer process, committed
+        before this returns. ``fn`` is pickled: a module-level function or a partial of
+        one, taking the connection last; its result and exceptions are pickled back."""
         change: _Change[T] = _Change(fn)
         self._queued.append(change)
-        if self._committing:
-            await change.done.wait()
-        else:
-            # This caller commits, for itself and for whoever queues meanwhile; a change
-            # once queued is committed even if its caller is cancelled.
-            self._committing = True
+        if self._committers < PIPELINE:
+            # This caller sends batches, for itself and for whoever queues meanwhile, while
+            # up to PIPELINE - 1 others wait for theirs; a change once queued is committed
+            # even if its caller is cancelled.
+            self._committers += 1
             try:
                 with anyio.CancelScope(shield=True):
                     while self._queued:
-                        batch, self._queued = self._queued, []
-                        version = await self._run(partial(_commit, self._conn, batch))
-                        # Before any caller of the batch resumes: a directory change is
-                        # seen by every request that starts after it returned.
-                        if version is not None:
-                            self.directory_version = version
-                        for each in batch:
-                            each.done.set()
-                        self.committed.notify()
+                        await self._commit_batch()
             finally:
-                self._committing = False
+                self._committers -= 1
+        await change.done.wait()  # sent by another caller's batch, maybe still on its way
         return change.outcome()
+
+    async def _commit_batch(self) -> None:
+        batch, self._queued = self._queued, []
+        outcomes, version = await self._writer.commit([each.fn for each in batch])
+        # Before any caller of the batch resumes (answers come in the order the batches
+        # were sent): a directory change is seen by every request that starts after it
+        # returned.
+        if version is not None:
+            self.directory_version = version
+        for each, (result, error) in zip(batch, outcomes, strict=True):
+            each.result, each.error = result, error
+            each.done.set()
+        self.committed.notify()
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(lambda: fn(self._conn))
@@ -167,35 +178,6 @@ class _Change(Generic[T]):
 
 
 _MISSING = object()
-
-
-def _directory_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT n FROM directory_version WHERE id = 1").fetchone()[0])
-
-
-def _commit(conn: sqlite3.Connection, batch: list[_Change[Any]]) -> int | None:
-    """One transaction for the batch; a change that raises is undone alone. The
-    directory's version as committed (None if nothing was)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for change in batch:
-            conn.execute("SAVEPOINT change")
-            try:
-                change.result = change.fn(conn)
-            except Exception as exc:  # the caller gets it; the others go on
-                conn.execute("ROLLBACK TO change")
-                change.error = exc
-            conn.execute("RELEASE change")
-        version = _directory_version(conn)
-        conn.execute("COMMIT")
-        return version
-    except BaseException as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        for change in batch:
-            change.error = change.error or exc
-            change.result = None
-        return None
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from ..store import (
@@ -37,22 +38,7 @@ class Conversations(SqliteBase):
             id=ordered_id("chn"), workspace_id=workspace_id, name=name, kind=kind, topic=topic,
             created_by=created_by, created_at=timestamp(),
         )  # fmt: skip
-
-        def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO channels (id, workspace_id, name, kind, topic, created_by,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (channel.id, workspace_id, name, kind, topic, created_by, channel.created_at),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict(f"a channel named {name!r} exists in this workspace") from None
-            conn.executemany(
-                "INSERT INTO channel_members (channel_id, agent_id, joined_at) VALUES (?, ?, ?)",
-                [(channel.id, member, channel.created_at) for member in members],
-            )
-
-        await self._write(insert)
+        await self._write(partial(_insert_channel, channel, members))
         return channel
 
     async def channel_by_name(self, workspace_id: str, name: str) -> Channel | None:
@@ -95,18 +81,7 @@ class Conversations(SqliteBase):
         ]
 
     async def join_channel(self, channel_id: str, agent_id: str) -> bool:
-        def insert(conn: sqlite3.Connection) -> bool:
-            try:
-                done = conn.execute(
-                    "INSERT OR IGNORE INTO channel_members (channel_id, agent_id, joined_at)"
-                    " VALUES (?, ?, ?)",
-                    (channel_id, agent_id, timestamp()),
-                )
-            except sqlite3.IntegrityError:
-                raise NotFound("unknown channel or agent") from None
-            return done.rowcount == 1
-
-        return await self._write(insert)
+        return await self._write(partial(_join_channel, channel_id, agent_id))
 
     async def channel_members(self, channel_id: str) -> list[Member]:
         async def load() -> list[Member]:
@@ -181,43 +156,10 @@ class Conversations(SqliteBase):
         return await self._read(read)
 
     async def react(self, message_id: str, agent_id: str, emoji: str, *, on: bool) -> bool:
-        def change(conn: sqlite3.Connection) -> bool:
-            if not on:
-                return (
-                    conn.execute(
-                        "DELETE FROM reactions WHERE message_id = ? AND agent_id = ? AND emoji = ?",
-                        (message_id, agent_id, emoji),
-                    ).rowcount
-                    == 1
-                )
-            try:
-                done = conn.execute(
-                    "INSERT OR IGNORE INTO reactions (message_id, agent_id, emoji, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (message_id, agent_id, emoji, timestamp()),
-                )
-            except sqlite3.IntegrityError:
-                raise NotFound(f"unknown message {message_id!r}") from None
-            return done.rowcount == 1
-
-        return await self._write(change)
+        return await self._write(partial(_set_reaction, message_id, agent_id, emoji, on))
 
     async def mark_read(self, message_id: str, agent_id: str) -> str:
-        def change(conn: sqlite3.Connection) -> str:
-            try:
-                conn.execute(
-                    "INSERT OR IGNORE INTO reads (message_id, agent_id, read_at) VALUES (?, ?, ?)",
-                    (message_id, agent_id, timestamp()),
-                )
-            except sqlite3.IntegrityError:
-                raise NotFound(f"unknown message {message_id!r}") from None
-            row = conn.execute(
-                "SELECT read_at FROM reads WHERE message_id = ? AND agent_id = ?",
-                (message_id, agent_id),
-            ).fetchone()
-            return str(row["read_at"])
-
-        return await self._write(change)
+        return await self._write(partial(_mark_read, message_id, agent_id))
 
     async def readers(self, message_id: str) -> list[Reader]:
         rows = await self._rows(
@@ -241,3 +183,72 @@ class Conversations(SqliteBase):
             return Message(**fields, mentions=[m["agent_id"] for m in mentioned])
 
         return await self._read(read)
+
+
+def _insert_channel(channel: Channel, members: Sequence[str], conn: sqlite3.Connection) -> None:
+    """The new channel's row and its first members."""
+    try:
+        conn.execute(
+            "INSERT INTO channels (id, workspace_id, name, kind, topic, created_by,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (channel.id, channel.workspace_id, channel.name, channel.kind, channel.topic,
+             channel.created_by, channel.created_at),
+        )  # fmt: skip
+    except sqlite3.IntegrityError:
+        raise Conflict(f"a channel named {channel.name!r} exists in this workspace") from None
+    conn.executemany(
+        "INSERT INTO channel_members (channel_id, agent_id, joined_at) VALUES (?, ?, ?)",
+        [(channel.id, member, channel.created_at) for member in members],
+    )
+
+
+def _join_channel(channel_id: str, agent_id: str, conn: sqlite3.Connection) -> bool:
+    """The agent as a member of the channel; whether it was not one already."""
+    try:
+        done = conn.execute(
+            "INSERT OR IGNORE INTO channel_members (channel_id, agent_id, joined_at)"
+            " VALUES (?, ?, ?)",
+            (channel_id, agent_id, timestamp()),
+        )
+    except sqlite3.IntegrityError:
+        raise NotFound("unknown channel or agent") from None
+    return done.rowcount == 1
+
+
+def _set_reaction(
+    message_id: str, agent_id: str, emoji: str, on: bool, conn: sqlite3.Connection
+) -> bool:
+    """The agent's reaction to the message, added or removed; whether that changed anything."""
+    if not on:
+        return (
+            conn.execute(
+                "DELETE FROM reactions WHERE message_id = ? AND agent_id = ? AND emoji = ?",
+                (message_id, agent_id, emoji),
+            ).rowcount
+            == 1
+        )
+    try:
+        done = conn.execute(
+            "INSERT OR IGNORE INTO reactions (message_id, agent_id, emoji, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (message_id, agent_id, emoji, timestamp()),
+        )
+    except sqlite3.IntegrityError:
+        raise NotFound(f"unknown message {message_id!r}") from None
+    return done.rowcount == 1
+
+
+def _mark_read(message_id: str, agent_id: str, conn: sqlite3.Connection) -> str:
+    """The agent's read of the message (the first one stays); when it was read."""
+    try:
+        conn.execute(
+            "INSERT OR IGNORE INTO reads (message_id, agent_id, read_at) VALUES (?, ?, ?)",
+            (message_id, agent_id, timestamp()),
+        )
+    except sqlite3.IntegrityError:
+        raise NotFound(f"unknown message {message_id!r}") from None
+    row = conn.execute(
+        "SELECT read_at FROM reads WHERE message_id = ? AND agent_id = ?",
+        (message_id, agent_id),
+    ).fetchone()
+    return str(row["read_at"])

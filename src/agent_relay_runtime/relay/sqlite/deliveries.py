@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 from ..store import (
@@ -68,29 +69,9 @@ class Deliveries(Polling):
         names = await self._names(sender_id, channel_id)
         wanted = list(dict.fromkeys(targets))
 
-        def insert(conn: sqlite3.Connection) -> tuple[NewDeliveries, dict[str, Any]]:
-            try:
-                conn.execute(
-                    "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
-                    " metadata, thread_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (message.id, workspace_id, channel_id, sender_id, text,
-                     None if blocks is None else json.dumps(blocks),
-                     json.dumps(message.metadata), thread_id, now),
-                )  # fmt: skip
-                if message.mentions:
-                    conn.executemany(
-                        "INSERT INTO mentions (message_id, agent_id) VALUES (?, ?)",
-                        [(message.id, agent) for agent in message.mentions],
-                    )
-            except sqlite3.IntegrityError as exc:
-                raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
-            attached = _attach(conn, workspace_id, message.id, attachments)
-            payload = push_payload(message, names, mode, attached)
-            deliveries = _deliveries(conn, workspace_id, message.id, wanted, mode, now)
-            append_event(conn, workspace_id, "message.created", payload, agent=names["from_name"])
-            return deliveries, payload
-
-        deliveries, payload = await self._write(insert)
+        deliveries, payload = await self._write(
+            partial(_write_message, message, names, mode, wanted, attachments)
+        )
         for listener in self.on_deliveries:
             listener(deliveries, payload)
         return message, deliveries
@@ -150,7 +131,7 @@ class Deliveries(Polling):
         return done
 
     async def ack_many(self, acks: Sequence[tuple[str, int]]) -> list[int | StoreError]:
-        return await self._write(lambda conn: apply_acks(conn, acks))
+        return await self._write(partial(_apply_acks, list(acks)))
 
     async def set_receipt(
         self,
@@ -166,36 +147,11 @@ class Deliveries(Polling):
         A final receipt (delivered, failed) is never replaced by a later non-final one."""
         key = parse_delivery_id(delivery_id)
 
-        def update(conn: sqlite3.Connection) -> Delivery:
-            row = (
-                key
-                and conn.execute(
-                    "UPDATE deliveries SET status = ?, reason = ?, retryable = ?, available_at = ?,"
-                    " evidence = ?, updated_at = ? WHERE agent_id = ? AND seq = ?"
-                    " AND (status NOT IN ('delivered', 'failed') OR ? IN ('delivered', 'failed'))"
-                    " RETURNING *",
-                    (status, reason, retryable, available_at, evidence, timestamp(), *key,
-                     status),
-                ).fetchone()
-            )  # fmt: skip
-            if not row:
-                found = (
-                    key
-                    and conn.execute(
-                        "SELECT * FROM deliveries WHERE agent_id = ? AND seq = ?", key
-                    ).fetchone()
-                )
-                if not found:
-                    raise NotFound(f"unknown delivery {delivery_id!r}")
-                return delivery_from(found)  # already final: the late receipt changes nothing
-            delivery = delivery_from(row)
-            receipt_event(
-                conn, row["workspace_id"], delivery, status, reason=reason, retryable=retryable,
-                available_at=available_at, evidence=evidence,
-            )  # fmt: skip
-            return delivery
-
-        return await self._write(update)
+        return await self._write(
+            partial(
+                _set_receipt, delivery_id, key, status, reason, retryable, available_at, evidence
+            )
+        )
 
     async def receipts(self, message_id: str) -> list[Receipt]:
         """Every target's delivery of the message, as it stands."""
@@ -205,6 +161,51 @@ class Deliveries(Polling):
             message_id,
         )
         return [Receipt(agent_name=row["agent_name"], delivery=delivery_from(row)) for row in rows]
+
+
+def _apply_acks(acks: list[tuple[str, int]], conn: sqlite3.Connection) -> list[int | StoreError]:
+    """The cumulative acks, as `apply_acks` writes them; each one's outcome."""
+    return apply_acks(conn, acks)
+
+
+def _set_receipt(
+    delivery_id: str,
+    key: tuple[str, int] | None,
+    status: DeliveryStatus,
+    reason: str | None,
+    retryable: bool | None,
+    available_at: str | None,
+    evidence: str | None,
+    conn: sqlite3.Connection,
+) -> Delivery:
+    """The delivery's receipt (unless final already) and its event; the delivery."""
+    row = (
+        key
+        and conn.execute(
+            "UPDATE deliveries SET status = ?, reason = ?, retryable = ?, available_at = ?,"
+            " evidence = ?, updated_at = ? WHERE agent_id = ? AND seq = ?"
+            " AND (status NOT IN ('delivered', 'failed') OR ? IN ('delivered', 'failed'))"
+            " RETURNING *",
+            (status, reason, retryable, available_at, evidence, timestamp(), *key,
+             status),
+        ).fetchone()
+    )  # fmt: skip
+    if not row:
+        found = (
+            key
+            and conn.execute(
+                "SELECT * FROM deliveries WHERE agent_id = ? AND seq = ?", key
+            ).fetchone()
+        )
+        if not found:
+            raise NotFound(f"unknown delivery {delivery_id!r}")
+        return delivery_from(found)  # already final: the late receipt changes nothing
+    delivery = delivery_from(row)
+    receipt_event(
+        conn, row["workspace_id"], delivery, status, reason=reason, retryable=retryable,
+        available_at=available_at, evidence=evidence,
+    )  # fmt: skip
+    return delivery
 
 
 def _attach(
@@ -230,6 +231,40 @@ def _attach(
         [(message_id, file_id, n) for n, file_id in enumerate(wanted)],
     )
     return [attachment_view(found[file_id]) for file_id in wanted]
+
+
+def _write_message(
+    message: Message,
+    names: dict[str, Any],
+    mode: Literal["wait", "steer"],
+    targets: list[str],
+    attachments: Sequence[str],
+    conn: sqlite3.Connection,
+) -> tuple[NewDeliveries, dict[str, Any]]:
+    """The message, its mentions and attachments, a delivery to each target and the
+    ``message.created`` event; the deliveries and their push payload."""
+    try:
+        conn.execute(
+            "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
+            " metadata, thread_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.id, message.workspace_id, message.channel_id, message.agent_id,
+             message.text, None if message.blocks is None else json.dumps(message.blocks),
+             json.dumps(message.metadata), message.thread_id, message.created_at),
+        )  # fmt: skip
+        if message.mentions:
+            conn.executemany(
+                "INSERT INTO mentions (message_id, agent_id) VALUES (?, ?)",
+                [(message.id, agent) for agent in message.mentions],
+            )
+    except sqlite3.IntegrityError as exc:
+        raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
+    attached = _attach(conn, message.workspace_id, message.id, attachments)
+    payload = push_payload(message, names, mode, attached)
+    deliveries = _deliveries(
+        conn, message.workspace_id, message.id, targets, mode, message.created_at
+    )
+    append_event(conn, message.workspace_id, "message.created", payload, agent=names["from_name"])
+    return deliveries, payload
 
 
 def _deliveries(

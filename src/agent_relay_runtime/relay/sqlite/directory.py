@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import partial
 from typing import Any
 
 from ..store import (
@@ -22,17 +23,7 @@ class Directory(SqliteBase):
     async def create_workspace(self, name: str) -> tuple[Workspace, str]:
         key = new_secret("relay_ws_")
         workspace = Workspace(id=ordered_id("ws"), name=name, created_at=timestamp())
-
-        def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO workspaces (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
-                    (workspace.id, name, hash_secret(key), workspace.created_at),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict(f"a workspace named {name!r} exists") from None
-
-        await self._write(insert)
+        await self._write(partial(_insert_workspace, workspace, hash_secret(key)))
         return workspace, key
 
     async def workspace_by_key(self, key: str) -> Workspace | None:
@@ -66,20 +57,7 @@ class Directory(SqliteBase):
             id=ordered_id("agt"), workspace_id=workspace_id, name=name, kind=kind,
             node_id=node_id, metadata=metadata or {}, persona=persona, created_at=timestamp(),
         )  # fmt: skip
-
-        def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
-                    " metadata, persona, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (agent.id, workspace_id, name, kind, hash_secret(token), node_id,
-                     json.dumps(agent.metadata), persona, agent.created_at),
-                )  # fmt: skip
-            except sqlite3.IntegrityError:
-                raise Conflict(f"an agent named {name!r} exists in this workspace") from None
-            conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent.id,))
-
-        await self._write(insert)
+        await self._write(partial(_insert_agent, agent, hash_secret(token)))
         return agent, token
 
     async def agent_by_token(self, token: str) -> Agent | None:
@@ -119,3 +97,28 @@ class Directory(SqliteBase):
         )
         rows = await self._rows(sql, *args)
         return [Agent(**{**dict(row), "metadata": json.loads(row["metadata"])}) for row in rows]
+
+
+def _insert_workspace(workspace: Workspace, key_hash: str, conn: sqlite3.Connection) -> None:
+    """The new workspace's row, with the hash of its key."""
+    try:
+        conn.execute(
+            "INSERT INTO workspaces (id, name, key_hash, created_at) VALUES (?, ?, ?, ?)",
+            (workspace.id, workspace.name, key_hash, workspace.created_at),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict(f"a workspace named {workspace.name!r} exists") from None
+
+
+def _insert_agent(agent: Agent, token_hash: str, conn: sqlite3.Connection) -> None:
+    """The new agent's row, with the hash of its token, and its delivery cursor."""
+    try:
+        conn.execute(
+            "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
+            " metadata, persona, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (agent.id, agent.workspace_id, agent.name, agent.kind, token_hash, agent.node_id,
+             json.dumps(agent.metadata), agent.persona, agent.created_at),
+        )  # fmt: skip
+    except sqlite3.IntegrityError:
+        raise Conflict(f"an agent named {agent.name!r} exists in this workspace") from None
+    conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent.id,))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 
 from ..store import Channel, Conversation, NotFound, ordered_id
 from .base import SqliteBase, timestamp
@@ -30,29 +31,12 @@ def dm_name(agent_id: str, other_id: str) -> str:
 class Dms(SqliteBase):
     async def open_dm(self, workspace_id: str, agent_id: str, other_id: str) -> Channel:
         name = dm_name(agent_id, other_id)
-
-        def upsert(conn: sqlite3.Connection) -> Channel:
-            now = timestamp()
-            try:
-                conn.execute(
-                    "INSERT OR IGNORE INTO channels (id, workspace_id, name, kind, created_by,"
-                    " created_at) VALUES (?, ?, ?, 'dm', ?, ?)",
-                    (ordered_id("chn"), workspace_id, name, agent_id, now),
-                )
-                row = conn.execute(
-                    "SELECT * FROM channels WHERE workspace_id = ? AND name = ?",
-                    (workspace_id, name),
-                ).fetchone()
-                conn.executemany(
-                    "INSERT OR IGNORE INTO channel_members (channel_id, agent_id, joined_at)"
-                    " VALUES (?, ?, ?)",
-                    [(row["id"], agent_id, now), (row["id"], other_id, now)],
-                )
-            except sqlite3.IntegrityError:
-                raise NotFound("unknown workspace or agent") from None
-            return channel_from(row)
-
-        return await self._write(upsert)
+        # Made here, not in the writer process: ids are ordered within the process that
+        # makes them (used only if the DM is new).
+        channel_id = ordered_id("chn")
+        return await self._write(
+            partial(_open_dm, workspace_id, name, channel_id, agent_id, other_id)
+        )
 
     async def create_group_dm(
         self, workspace_id: str, created_by: str, members: Sequence[str], name: str | None
@@ -63,24 +47,7 @@ class Dms(SqliteBase):
             kind="group_dm", created_by=created_by, metadata={"name": name} if name else {},
             created_at=timestamp(),
         )  # fmt: skip
-
-        def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO channels (id, workspace_id, name, kind, created_by, metadata,"
-                    " created_at) VALUES (?, ?, ?, 'group_dm', ?, ?, ?)",
-                    (channel.id, workspace_id, channel.name, created_by,
-                     json.dumps(channel.metadata), channel.created_at),
-                )  # fmt: skip
-                conn.executemany(
-                    "INSERT INTO channel_members (channel_id, agent_id, joined_at)"
-                    " VALUES (?, ?, ?)",
-                    [(channel.id, m, channel.created_at) for m in dict.fromkeys(members)],
-                )
-            except sqlite3.IntegrityError:
-                raise NotFound("unknown workspace or agent") from None
-
-        await self._write(insert)
+        await self._write(partial(_insert_group_dm, channel, members))
         return channel
 
     async def dm_conversations(self, agent_id: str) -> list[Conversation]:
@@ -117,3 +84,51 @@ class Dms(SqliteBase):
             return [c for _, c in sorted(found, key=lambda each: each[0], reverse=True)]
 
         return await self._read(read)
+
+
+def _open_dm(
+    workspace_id: str,
+    name: str,
+    channel_id: str,
+    agent_id: str,
+    other_id: str,
+    conn: sqlite3.Connection,
+) -> Channel:
+    """The DM named ``name`` (made as ``channel_id`` if new) with both agents as members;
+    the DM."""
+    now = timestamp()
+    try:
+        conn.execute(
+            "INSERT OR IGNORE INTO channels (id, workspace_id, name, kind, created_by,"
+            " created_at) VALUES (?, ?, ?, 'dm', ?, ?)",
+            (channel_id, workspace_id, name, agent_id, now),
+        )
+        row = conn.execute(
+            "SELECT * FROM channels WHERE workspace_id = ? AND name = ?",
+            (workspace_id, name),
+        ).fetchone()
+        conn.executemany(
+            "INSERT OR IGNORE INTO channel_members (channel_id, agent_id, joined_at)"
+            " VALUES (?, ?, ?)",
+            [(row["id"], agent_id, now), (row["id"], other_id, now)],
+        )
+    except sqlite3.IntegrityError:
+        raise NotFound("unknown workspace or agent") from None
+    return channel_from(row)
+
+
+def _insert_group_dm(channel: Channel, members: Sequence[str], conn: sqlite3.Connection) -> None:
+    """The new group DM's row and its members (each once)."""
+    try:
+        conn.execute(
+            "INSERT INTO channels (id, workspace_id, name, kind, created_by, metadata,"
+            " created_at) VALUES (?, ?, ?, 'group_dm', ?, ?, ?)",
+            (channel.id, channel.workspace_id, channel.name, channel.created_by,
+             json.dumps(channel.metadata), channel.created_at),
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO channel_members (channel_id, agent_id, joined_at) VALUES (?, ?, ?)",
+            [(channel.id, m, channel.created_at) for m in dict.fromkeys(members)],
+        )
+    except sqlite3.IntegrityError:
+        raise NotFound("unknown workspace or agent") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from ..store import (
@@ -23,21 +24,13 @@ class Events(SqliteBase):
         agent: str | None = None,
         action: str | None = None,
     ) -> EventRecord:
-        return await self._write(
-            lambda c: insert_event(c, workspace_id, type, data, agent=agent, action=action)
-        )
+        return await self._write(partial(_write_event, workspace_id, type, data, agent, action))
 
     async def append_events(
         self, workspace_id: str, agent: str, events: list[dict[str, Any]]
     ) -> None:
         """Session events of ``agent`` (each with its ``type``), in one commit."""
-
-        def insert(conn: sqlite3.Connection) -> None:
-            for event in events:
-                data = {k: v for k, v in event.items() if k != "type"}
-                insert_event(conn, workspace_id, str(event["type"]), data, agent=agent)
-
-        await self._write(insert)
+        await self._write(partial(_write_events, workspace_id, agent, events))
 
     async def events_after(
         self,
@@ -80,6 +73,27 @@ class Events(SqliteBase):
             return found, (found[-1].seq if len(found) == limit else max(head, cursor))
 
         return await self._read(read)
+
+
+def _write_event(
+    workspace_id: str,
+    type: str,
+    data: dict[str, Any],
+    agent: str | None,
+    action: str | None,
+    conn: sqlite3.Connection,
+) -> EventRecord:
+    """One event (`insert_event` with the connection last); its record."""
+    return insert_event(conn, workspace_id, type, data, agent=agent, action=action)
+
+
+def _write_events(
+    workspace_id: str, agent: str, events: list[dict[str, Any]], conn: sqlite3.Connection
+) -> None:
+    """Session events of ``agent``, each with its ``type``, in order."""
+    for event in events:
+        data = {k: v for k, v in event.items() if k != "type"}
+        insert_event(conn, workspace_id, str(event["type"]), data, agent=agent)
 
 
 def insert_event(

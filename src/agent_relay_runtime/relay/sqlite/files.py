@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 
 from ..store import Conflict, FileRecord, NotFound, ordered_id
 from .base import SqliteBase, timestamp
@@ -39,21 +40,12 @@ class Files(SqliteBase):
         expires_at: str,
     ) -> FileRecord:
         file_id = ordered_id("file")
-
-        def insert(conn: sqlite3.Connection) -> FileRecord | None:
-            try:
-                conn.execute(
-                    "INSERT INTO files (id, workspace_id, uploaded_by, filename, content_type,"
-                    " size, status, expires_at, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    (file_id, workspace_id, uploaded_by, filename, content_type, size,
-                     expires_at, timestamp()),
-                )  # fmt: skip
-            except sqlite3.IntegrityError:
-                raise NotFound("unknown workspace or agent") from None
-            return _file(conn, file_id)
-
-        created = await self._write(insert)
+        created = await self._write(
+            partial(
+                _insert_file, file_id, workspace_id, uploaded_by, filename, content_type, size,
+                expires_at,
+            )
+        )  # fmt: skip
         assert created is not None
         return created
 
@@ -83,70 +75,16 @@ class Files(SqliteBase):
         return [FileRecord(**dict(row)) for row in rows]
 
     async def file_received(self, file_id: str, received: int) -> FileRecord:
-        def update(conn: sqlite3.Connection) -> FileRecord:
-            done = conn.execute(
-                "UPDATE files SET received = ? WHERE id = ? AND status = 'pending'",
-                (received, file_id),
-            )
-            found = _file(conn, file_id)
-            if found is None:
-                raise NotFound(f"unknown file {file_id!r}")
-            if done.rowcount != 1:
-                raise Conflict(f"file {file_id!r} is {found.status}: it takes no more bytes")
-            return found
-
-        return await self._write(update)
+        return await self._write(partial(_record_received, file_id, received))
 
     async def complete_file(self, file_id: str) -> FileRecord:
-        def update(conn: sqlite3.Connection) -> FileRecord:
-            found = _file(conn, file_id)
-            if found is None or found.status == "deleted":
-                raise NotFound(f"unknown file {file_id!r}")
-            if found.status == "complete":
-                return found
-            if found.received is None:
-                raise Conflict(f"file {file_id!r}: no bytes were uploaded")
-            conn.execute(
-                "UPDATE files SET status = 'complete', completed_at = ? WHERE id = ?",
-                (timestamp(), file_id),
-            )
-            insert_event(
-                conn, found.workspace_id, "file.uploaded",
-                {"file": {"file_id": file_id, "filename": found.filename,
-                          "uploaded_by": found.uploader_name}},
-                agent=found.uploader_name,
-            )  # fmt: skip
-            completed = _file(conn, file_id)
-            assert completed is not None
-            return completed
-
-        return await self._write(update)
+        return await self._write(partial(_complete_file, file_id))
 
     async def delete_file(self, file_id: str) -> FileRecord:
-        def update(conn: sqlite3.Connection) -> FileRecord:
-            done = conn.execute(
-                "UPDATE files SET status = 'deleted' WHERE id = ? AND status != 'deleted'",
-                (file_id,),
-            )
-            found = _file(conn, file_id)
-            if found is None or done.rowcount != 1:
-                raise NotFound(f"unknown file {file_id!r}")
-            return found
-
-        return await self._write(update)
+        return await self._write(partial(_delete_file, file_id))
 
     async def attach_files(self, message_id: str, file_ids: Sequence[str]) -> None:
-        def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.executemany(
-                    "INSERT INTO message_attachments (message_id, file_id, position)"
-                    " VALUES (?, ?, ?)",
-                    [(message_id, f, i) for i, f in enumerate(dict.fromkeys(file_ids))],
-                )
-            except sqlite3.IntegrityError:
-                raise NotFound("unknown message or file") from None
-
-        await self._write(insert)
+        await self._write(partial(_attach_files, message_id, list(file_ids)))
 
     async def message_attachments(self, message_id: str) -> list[FileRecord]:
         rows = await self._rows(
@@ -155,3 +93,88 @@ class Files(SqliteBase):
             message_id,
         )
         return [FileRecord(**dict(row)) for row in rows]
+
+
+def _insert_file(
+    file_id: str,
+    workspace_id: str,
+    uploaded_by: str,
+    filename: str,
+    content_type: str,
+    size: int,
+    expires_at: str,
+    conn: sqlite3.Connection,
+) -> FileRecord | None:
+    """A pending file's record; the record as stored."""
+    try:
+        conn.execute(
+            "INSERT INTO files (id, workspace_id, uploaded_by, filename, content_type,"
+            " size, status, expires_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (file_id, workspace_id, uploaded_by, filename, content_type, size,
+             expires_at, timestamp()),
+        )  # fmt: skip
+    except sqlite3.IntegrityError:
+        raise NotFound("unknown workspace or agent") from None
+    return _file(conn, file_id)
+
+
+def _record_received(file_id: str, received: int, conn: sqlite3.Connection) -> FileRecord:
+    """The number of bytes a pending file received; its record."""
+    done = conn.execute(
+        "UPDATE files SET received = ? WHERE id = ? AND status = 'pending'",
+        (received, file_id),
+    )
+    found = _file(conn, file_id)
+    if found is None:
+        raise NotFound(f"unknown file {file_id!r}")
+    if done.rowcount != 1:
+        raise Conflict(f"file {file_id!r} is {found.status}: it takes no more bytes")
+    return found
+
+
+def _complete_file(file_id: str, conn: sqlite3.Connection) -> FileRecord:
+    """The file complete, and its ``file.uploaded`` event (once); its record."""
+    found = _file(conn, file_id)
+    if found is None or found.status == "deleted":
+        raise NotFound(f"unknown file {file_id!r}")
+    if found.status == "complete":
+        return found
+    if found.received is None:
+        raise Conflict(f"file {file_id!r}: no bytes were uploaded")
+    conn.execute(
+        "UPDATE files SET status = 'complete', completed_at = ? WHERE id = ?",
+        (timestamp(), file_id),
+    )
+    insert_event(
+        conn, found.workspace_id, "file.uploaded",
+        {"file": {"file_id": file_id, "filename": found.filename,
+                  "uploaded_by": found.uploader_name}},
+        agent=found.uploader_name,
+    )  # fmt: skip
+    completed = _file(conn, file_id)
+    assert completed is not None
+    return completed
+
+
+def _delete_file(file_id: str, conn: sqlite3.Connection) -> FileRecord:
+    """The file marked deleted; its record."""
+    done = conn.execute(
+        "UPDATE files SET status = 'deleted' WHERE id = ? AND status != 'deleted'",
+        (file_id,),
+    )
+    found = _file(conn, file_id)
+    if found is None or done.rowcount != 1:
+        raise NotFound(f"unknown file {file_id!r}")
+    return found
+
+
+def _attach_files(message_id: str, file_ids: list[str], conn: sqlite3.Connection) -> None:
+    """The files attached to the message, in order (each once)."""
+    try:
+        conn.executemany(
+            "INSERT INTO message_attachments (message_id, file_id, position) VALUES (?, ?, ?)",
+            [(message_id, f, i) for i, f in enumerate(dict.fromkeys(file_ids))],
+        )
+    except sqlite3.IntegrityError:
+        raise NotFound("unknown message or file") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import partial
 from typing import Any
 
 from ..store import (
@@ -58,41 +59,13 @@ class NodeRegistry(SqliteBase):
         version: str | None = None,
     ) -> tuple[NodeEntry, str]:
         token, now = new_secret("nt_live_"), timestamp()
-
-        def enroll(conn: sqlite3.Connection) -> NodeEntry:
-            named = conn.execute(
-                "SELECT * FROM nodes WHERE workspace_id = ? AND name = ?", (workspace_id, name)
-            ).fetchone()
-            row = named
-            if node_id is not None:
-                row = conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
-                if row is not None and row["workspace_id"] != workspace_id:
-                    raise Conflict(f"the node id {node_id!r} is taken")
-                if named is not None and named["id"] != node_id:
-                    raise Conflict(f"the name {name!r} is another node's ({named['id']})")
-            if row is None:
-                row = conn.execute(
-                    "INSERT INTO nodes (id, workspace_id, name, created_at) VALUES (?, ?, ?, ?)"
-                    " RETURNING *",
-                    (node_id or ordered_id("node"), workspace_id, name, now),
-                ).fetchone()
-            updated = conn.execute(
-                "UPDATE nodes SET name = ?, role = ?, max_agents = ?, capabilities = ?, tags = ?,"
-                " version = ?, token_hash = ? WHERE id = ? RETURNING *",
-                (
-                    name,
-                    role or row["role"],
-                    row["max_agents"] if max_agents is None else max_agents,
-                    row["capabilities"] if capabilities is None else json.dumps(capabilities),
-                    row["tags"] if tags is None else json.dumps(tags),
-                    row["version"] if version is None else version,
-                    hash_secret(token),
-                    row["id"],
-                ),
-            ).fetchone()
-            return _entry(updated)
-
-        return await self._write(enroll), token
+        enrolled = await self._write(
+            partial(
+                _enroll_node, workspace_id, name, node_id, role, capabilities, max_agents, tags,
+                version, ordered_id("node"), hash_secret(token), now,
+            )
+        )  # fmt: skip
+        return enrolled, token
 
     async def node_entry(self, workspace_id: str, name: str) -> NodeEntry | None:
         rows = await self._rows(
@@ -124,37 +97,12 @@ class NodeRegistry(SqliteBase):
         hosted: bool = False,
     ) -> NodeBinding:
         now = timestamp()
-
-        def bind(conn: sqlite3.Connection) -> NodeBinding:
-            node = conn.execute(
-                "SELECT name, max_agents FROM nodes WHERE id = ?", (node_id,)
-            ).fetchone()
-            if node is None:
-                raise NotFound(f"unknown node {node_id!r}")
-            onboard = _on_node(conn, node_id, hosted)
-            capacity = int(node["max_agents"])
-            if capacity and agent_id not in onboard and len(onboard) >= capacity:
-                raise Conflict(f"node {node['name']!r} has {capacity} agent(s) already")
-            before = conn.execute(
-                "SELECT node_id FROM node_agent_bindings WHERE agent_id = ?", (agent_id,)
-            ).fetchone()
-            if before is not None and before["node_id"] == node_id:
-                conn.execute(
-                    "UPDATE node_agent_bindings SET session_ref = ?, priority = ?,"
-                    " updated_at = ? WHERE agent_id = ?",
-                    (session_ref, priority, now, agent_id),
-                )
-            else:  # a new binding, from the node it was bound to before if any
-                conn.execute("DELETE FROM node_agent_bindings WHERE agent_id = ?", (agent_id,))
-                conn.execute(
-                    "INSERT INTO node_agent_bindings (id, node_id, agent_id, session_ref,"
-                    " priority, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (ordered_id("nab"), node_id, agent_id, session_ref, priority, now),
-                )
-            row = conn.execute(f"{_BOUND} WHERE b.agent_id = ?", (agent_id,)).fetchone()
-            return _binding(row, hosted)
-
-        return await self._write(bind)
+        return await self._write(
+            partial(
+                _bind_node_agent, node_id, agent_id, session_ref, priority, hosted,
+                ordered_id("nab"), now,
+            )
+        )  # fmt: skip
 
     async def node_bindings(self, node_id: str, *, hosted: bool = False) -> list[NodeBinding]:
         def read(conn: sqlite3.Connection) -> list[NodeBinding]:
@@ -168,14 +116,102 @@ class NodeRegistry(SqliteBase):
         return await self._read(read)
 
     async def unbind_node_agent(self, node_id: str, agent_id: str) -> bool:
-        def unbind(conn: sqlite3.Connection) -> bool:
-            done = conn.execute(
-                "DELETE FROM node_agent_bindings WHERE node_id = ? AND agent_id = ?",
-                (node_id, agent_id),
-            )
-            return done.rowcount > 0
+        return await self._write(partial(_unbind_node_agent, node_id, agent_id))
 
-        return await self._write(unbind)
+
+def _enroll_node(
+    workspace_id: str,
+    name: str,
+    node_id: str | None,
+    role: NodeRole | None,
+    capabilities: list[dict[str, Any]] | None,
+    max_agents: int | None,
+    tags: list[str] | None,
+    version: str | None,
+    new_id: str,
+    token_hash: str,
+    now: str,
+    conn: sqlite3.Connection,
+) -> NodeEntry:
+    """The node (``node_id`` or ``new_id`` if new), its fields and token hash; its entry."""
+    named = conn.execute(
+        "SELECT * FROM nodes WHERE workspace_id = ? AND name = ?", (workspace_id, name)
+    ).fetchone()
+    row = named
+    if node_id is not None:
+        row = conn.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        if row is not None and row["workspace_id"] != workspace_id:
+            raise Conflict(f"the node id {node_id!r} is taken")
+        if named is not None and named["id"] != node_id:
+            raise Conflict(f"the name {name!r} is another node's ({named['id']})")
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO nodes (id, workspace_id, name, created_at) VALUES (?, ?, ?, ?)"
+            " RETURNING *",
+            (node_id or new_id, workspace_id, name, now),
+        ).fetchone()
+    updated = conn.execute(
+        "UPDATE nodes SET name = ?, role = ?, max_agents = ?, capabilities = ?, tags = ?,"
+        " version = ?, token_hash = ? WHERE id = ? RETURNING *",
+        (
+            name,
+            role or row["role"],
+            row["max_agents"] if max_agents is None else max_agents,
+            row["capabilities"] if capabilities is None else json.dumps(capabilities),
+            row["tags"] if tags is None else json.dumps(tags),
+            row["version"] if version is None else version,
+            token_hash,
+            row["id"],
+        ),
+    ).fetchone()
+    return _entry(updated)
+
+
+def _bind_node_agent(
+    node_id: str,
+    agent_id: str,
+    session_ref: str | None,
+    priority: int,
+    hosted: bool,
+    new_id: str,
+    now: str,
+    conn: sqlite3.Connection,
+) -> NodeBinding:
+    """The agent bound to the node (``new_id`` if a new binding), in capacity; the binding."""
+    node = conn.execute("SELECT name, max_agents FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    if node is None:
+        raise NotFound(f"unknown node {node_id!r}")
+    onboard = _on_node(conn, node_id, hosted)
+    capacity = int(node["max_agents"])
+    if capacity and agent_id not in onboard and len(onboard) >= capacity:
+        raise Conflict(f"node {node['name']!r} has {capacity} agent(s) already")
+    before = conn.execute(
+        "SELECT node_id FROM node_agent_bindings WHERE agent_id = ?", (agent_id,)
+    ).fetchone()
+    if before is not None and before["node_id"] == node_id:
+        conn.execute(
+            "UPDATE node_agent_bindings SET session_ref = ?, priority = ?,"
+            " updated_at = ? WHERE agent_id = ?",
+            (session_ref, priority, now, agent_id),
+        )
+    else:  # a new binding, from the node it was bound to before if any
+        conn.execute("DELETE FROM node_agent_bindings WHERE agent_id = ?", (agent_id,))
+        conn.execute(
+            "INSERT INTO node_agent_bindings (id, node_id, agent_id, session_ref,"
+            " priority, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (new_id, node_id, agent_id, session_ref, priority, now),
+        )
+    row = conn.execute(f"{_BOUND} WHERE b.agent_id = ?", (agent_id,)).fetchone()
+    return _binding(row, hosted)
+
+
+def _unbind_node_agent(node_id: str, agent_id: str, conn: sqlite3.Connection) -> bool:
+    """The agent's binding to the node removed; whether there was one."""
+    done = conn.execute(
+        "DELETE FROM node_agent_bindings WHERE node_id = ? AND agent_id = ?",
+        (node_id, agent_id),
+    )
+    return done.rowcount > 0
 
 
 def _on_node(conn: sqlite3.Connection, node_id: str, hosted: bool) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import partial
 from typing import Any
 
 from ..store import Agent, Conflict, Node, NotFound, hash_secret, new_secret, ordered_id
@@ -22,36 +23,15 @@ class Nodes(Directory):
     ) -> Node:
         """Record that the node named ``name`` is connected (created on first sight)."""
         now = timestamp()
-
-        def upsert(conn: sqlite3.Connection) -> Node:
-            row = conn.execute(
-                "INSERT INTO nodes (id, workspace_id, name, capabilities, version, status,"
-                " last_seen, created_at) VALUES (?, ?, ?, ?, ?, 'online', ?, ?)"
-                " ON CONFLICT (workspace_id, name) DO UPDATE SET"
-                " capabilities = excluded.capabilities,"
-                " version = excluded.version, status = 'online', last_seen = excluded.last_seen"
-                " RETURNING *",
-                (ordered_id("node"), workspace_id, name, json.dumps(capabilities), version,
-                 now, now),
-            ).fetchone()  # fmt: skip
-            return _node(row)
-
-        return await self._write(upsert)
+        return await self._write(
+            partial(
+                _node_online, ordered_id("node"), workspace_id, name, capabilities, version, now
+            )
+        )
 
     async def node_offline(self, node_id: str) -> None:
         """The node is gone: it and the agents it hosted are offline."""
-
-        def update(conn: sqlite3.Connection) -> None:
-            now = timestamp()
-            conn.execute(
-                "UPDATE nodes SET status = 'offline', last_seen = ? WHERE id = ?", (now, node_id)
-            )
-            conn.execute(
-                "UPDATE agents SET status = 'offline', last_seen = ? WHERE node_id = ?",
-                (now, node_id),
-            )
-
-        await self._write(update)
+        await self._write(partial(_node_offline, node_id))
 
     async def list_nodes(self, workspace_id: str) -> list[Node]:
         rows = await self._rows(
@@ -66,42 +46,14 @@ class Nodes(Directory):
         fresh token for it and its acknowledged seq. `Conflict` if the name belongs to a
         participant no node hosts (a human, or an agent registered over REST)."""
         token, now = new_secret("at_live_"), timestamp()
-
-        def bind(conn: sqlite3.Connection) -> tuple[str, int]:
-            row = conn.execute(
-                "SELECT id, node_id, kind FROM agents WHERE workspace_id = ? AND name = ?",
-                (workspace_id, name),
-            ).fetchone()
-            if row is None:
-                agent_id = ordered_id("agt")
-                # Its own token_hash is of a secret nobody is given: every token a node
-                # hands out is in agent_tokens, where deregistering revokes it.
-                conn.execute(
-                    "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
-                    " status, last_seen, created_at)"
-                    " VALUES (?, ?, ?, 'agent', ?, ?, 'online', ?, ?)",
-                    (agent_id, workspace_id, name, hash_secret(new_secret("at_unused_")),
-                     node_id, now, now),
-                )  # fmt: skip
-                conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent_id,))
-            elif row["node_id"] is None or row["kind"] != "agent":
-                raise Conflict(f"the name {name!r} belongs to a participant no node hosts")
-            else:
-                agent_id = row["id"]
-                conn.execute(
-                    "UPDATE agents SET node_id = ?, status = 'online', last_seen = ? WHERE id = ?",
-                    (node_id, now, agent_id),
-                )
-            conn.execute(
-                "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
-                (hash_secret(token), agent_id, now),
+        # Made here, used if the agent is new: ids sort by creation in the relay's process.
+        new_id, unused_hash = ordered_id("agt"), hash_secret(new_secret("at_unused_"))
+        agent_id, acked = await self._write(
+            partial(
+                _bind_agent, workspace_id, name, node_id, new_id, unused_hash,
+                hash_secret(token), now,
             )
-            acked = conn.execute(
-                "SELECT acked_seq FROM agent_cursors WHERE agent_id = ?", (agent_id,)
-            ).fetchone()
-            return agent_id, int(acked["acked_seq"])
-
-        agent_id, acked = await self._write(bind)
+        )  # fmt: skip
         agent = await self.agent_by_id(agent_id)
         assert agent is not None
         return agent, token, acked
@@ -112,19 +64,96 @@ class Nodes(Directory):
         With ``forget`` (its session never ran: a spawn that failed), the agent is removed
         from the workspace, unless something already refers to it (a message, a delivery,
         a channel it created …): the foreign keys say so, and then it stays, offline."""
+        await self._write(partial(_unbind_agent, agent_id, forget))
 
-        def update(conn: sqlite3.Connection) -> None:
-            done = conn.execute(
-                "UPDATE agents SET status = 'offline', last_seen = ? WHERE id = ?",
-                (timestamp(), agent_id),
-            )
-            if not done.rowcount:
-                raise NotFound(f"unknown agent {agent_id!r}")
-            conn.execute("DELETE FROM agent_tokens WHERE agent_id = ?", (agent_id,))
-            if forget:
-                _forget(conn, agent_id)
 
-        await self._write(update)
+def _node_online(
+    node_id: str,
+    workspace_id: str,
+    name: str,
+    capabilities: list[dict[str, Any]],
+    version: str | None,
+    now: str,
+    conn: sqlite3.Connection,
+) -> Node:
+    """The node online, inserted with ``node_id`` if its name is new; the node as stored."""
+    row = conn.execute(
+        "INSERT INTO nodes (id, workspace_id, name, capabilities, version, status,"
+        " last_seen, created_at) VALUES (?, ?, ?, ?, ?, 'online', ?, ?)"
+        " ON CONFLICT (workspace_id, name) DO UPDATE SET"
+        " capabilities = excluded.capabilities,"
+        " version = excluded.version, status = 'online', last_seen = excluded.last_seen"
+        " RETURNING *",
+        (node_id, workspace_id, name, json.dumps(capabilities), version, now, now),
+    ).fetchone()
+    return _node(row)
+
+
+def _node_offline(node_id: str, conn: sqlite3.Connection) -> None:
+    """The node and the agents it hosted offline, seen now."""
+    now = timestamp()
+    conn.execute("UPDATE nodes SET status = 'offline', last_seen = ? WHERE id = ?", (now, node_id))
+    conn.execute(
+        "UPDATE agents SET status = 'offline', last_seen = ? WHERE node_id = ?",
+        (now, node_id),
+    )
+
+
+def _bind_agent(
+    workspace_id: str,
+    name: str,
+    node_id: str,
+    new_id: str,
+    unused_hash: str,
+    token_hash: str,
+    now: str,
+    conn: sqlite3.Connection,
+) -> tuple[str, int]:
+    """The agent online on the node (``new_id`` if new) with a token; its id and acked seq."""
+    row = conn.execute(
+        "SELECT id, node_id, kind FROM agents WHERE workspace_id = ? AND name = ?",
+        (workspace_id, name),
+    ).fetchone()
+    if row is None:
+        agent_id = new_id
+        # Its own token_hash is of a secret nobody is given: every token a node
+        # hands out is in agent_tokens, where deregistering revokes it.
+        conn.execute(
+            "INSERT INTO agents (id, workspace_id, name, kind, token_hash, node_id,"
+            " status, last_seen, created_at)"
+            " VALUES (?, ?, ?, 'agent', ?, ?, 'online', ?, ?)",
+            (agent_id, workspace_id, name, unused_hash, node_id, now, now),
+        )
+        conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent_id,))
+    elif row["node_id"] is None or row["kind"] != "agent":
+        raise Conflict(f"the name {name!r} belongs to a participant no node hosts")
+    else:
+        agent_id = row["id"]
+        conn.execute(
+            "UPDATE agents SET node_id = ?, status = 'online', last_seen = ? WHERE id = ?",
+            (node_id, now, agent_id),
+        )
+    conn.execute(
+        "INSERT INTO agent_tokens (token_hash, agent_id, created_at) VALUES (?, ?, ?)",
+        (token_hash, agent_id, now),
+    )
+    acked = conn.execute(
+        "SELECT acked_seq FROM agent_cursors WHERE agent_id = ?", (agent_id,)
+    ).fetchone()
+    return agent_id, int(acked["acked_seq"])
+
+
+def _unbind_agent(agent_id: str, forget: bool, conn: sqlite3.Connection) -> None:
+    """The agent offline, its node tokens revoked, and with ``forget`` removed if it can be."""
+    done = conn.execute(
+        "UPDATE agents SET status = 'offline', last_seen = ? WHERE id = ?",
+        (timestamp(), agent_id),
+    )
+    if not done.rowcount:
+        raise NotFound(f"unknown agent {agent_id!r}")
+    conn.execute("DELETE FROM agent_tokens WHERE agent_id = ?", (agent_id,))
+    if forget:
+        _forget(conn, agent_id)
 
 
 def _forget(conn: sqlite3.Connection, agent_id: str) -> None:

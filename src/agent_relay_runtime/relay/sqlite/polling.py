@@ -13,6 +13,7 @@ held back until its ``available_at``, then waits again like any other.
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 from typing import Any, Literal
 
 from ..store import (
@@ -107,23 +108,33 @@ class Polling(SqliteBase):
         if outcome == "defer" and available_at is None:
             raise ValueError("a deferral needs available_at")
 
-        def update(conn: sqlite3.Connection) -> tuple[Delivery, dict[str, Any]]:
-            row = conn.execute(
-                "SELECT * FROM deliveries WHERE agent_id = ? AND seq = ?", key
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no delivery {delivery_id!r} for this agent")
-            if row["status"] == "failed":
-                raise DeliveryFinal(delivery_id, "failed")
-            if row["acked"]:
-                raise DeliveryFinal(delivery_id, "acked")
-            if outcome != "ack" and row["status"] == "delivered":
-                raise DeliveryFinal(delivery_id, "delivered")
-            _settle(conn, row, outcome, reason, retryable, available_at)
-            found = conn.execute(f"{WITH_MESSAGE} WHERE d.agent_id = ? AND d.seq = ?", key)
-            return with_payloads(conn, found.fetchall())[0]
+        return await self._write(
+            partial(_settle_delivery, delivery_id, key, outcome, reason, retryable, available_at)
+        )
 
-        return await self._write(update)
+
+def _settle_delivery(
+    delivery_id: str,
+    key: tuple[str, int],
+    outcome: SettleOutcome,
+    reason: str | None,
+    retryable: bool | None,
+    available_at: str | None,
+    conn: sqlite3.Connection,
+) -> tuple[Delivery, dict[str, Any]]:
+    """The agent's outcome for a delivery not settled yet; the delivery and its payload."""
+    row = conn.execute("SELECT * FROM deliveries WHERE agent_id = ? AND seq = ?", key).fetchone()
+    if row is None:
+        raise NotFound(f"no delivery {delivery_id!r} for this agent")
+    if row["status"] == "failed":
+        raise DeliveryFinal(delivery_id, "failed")
+    if row["acked"]:
+        raise DeliveryFinal(delivery_id, "acked")
+    if outcome != "ack" and row["status"] == "delivered":
+        raise DeliveryFinal(delivery_id, "delivered")
+    _settle(conn, row, outcome, reason, retryable, available_at)
+    found = conn.execute(f"{WITH_MESSAGE} WHERE d.agent_id = ? AND d.seq = ?", key)
+    return with_payloads(conn, found.fetchall())[0]
 
 
 def _settle(

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from ..store import (
     Conflict,
@@ -55,22 +56,12 @@ class Watches(SqliteBase):
         message_id: str | None = None,
     ) -> Watch:
         watch_id = ordered_id("wch")
-
-        def insert(conn: sqlite3.Connection) -> Watch:
-            # Made now, so a name clash is refused here rather than when the watch fires.
-            _system_participant(conn, workspace_id)
-            try:
-                conn.execute(
-                    "INSERT INTO watches (id, workspace_id, watcher_id, agent_id, on_event,"
-                    " message_id, after_seq, created_at) VALUES (?, ?, ?, ?, ?, ?,"
-                    " (SELECT coalesce(max(seq), 0) FROM events), ?)",
-                    (watch_id, workspace_id, watcher_id, agent_id, on, message_id, timestamp()),
-                )
-            except sqlite3.IntegrityError:
-                raise NotFound("unknown workspace, agent or message") from None
-            return _watch(conn.execute(f"{_SELECT} WHERE w.id = ?", (watch_id,)).fetchone())
-
-        return await self._write(insert)
+        return await self._write(
+            partial(
+                _add_watch, watch_id, workspace_id, watcher_id, agent_id, on, message_id,
+                _SystemIds.new(),
+            )
+        )  # fmt: skip
 
     async def watch_by_id(self, watch_id: str) -> Watch | None:
         rows = await self._rows(f"{_SELECT} WHERE w.id = ?", watch_id)
@@ -86,10 +77,7 @@ class Watches(SqliteBase):
         return [_watch(row) for row in rows]
 
     async def cancel_watch(self, watch_id: str) -> bool:
-        def delete(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM watches WHERE id = ?", (watch_id,)).rowcount == 1
-
-        return await self._write(delete)
+        return await self._write(partial(_cancel_watch, watch_id))
 
     async def watches_on(self, workspace_id: str, agent_name: str) -> list[Watch]:
         rows = await self._rows(
@@ -144,23 +132,12 @@ class Watches(SqliteBase):
     async def fire_watch(
         self, watch_id: str, text: str, data: dict[str, Any]
     ) -> tuple[Message, EventRecord] | None:
-        def fire(
-            conn: sqlite3.Connection,
-        ) -> tuple[Message, EventRecord, Delivery, dict[str, Any]] | None:
-            row = conn.execute(f"{_SELECT} WHERE w.id = ?", (watch_id,)).fetchone()
-            if row is None:
-                return None
-            watch = _watch(row)
-            conn.execute("DELETE FROM watches WHERE id = ?", (watch_id,))
-            sender = _system_participant(conn, watch.workspace_id)
-            message, delivery, payload = _dm(conn, watch, sender, text, data)
-            fired = insert_event(
-                conn, watch.workspace_id, "watch.fired", {**data, "dm_id": message.id},
-                agent=watch.agent_name,
-            )  # fmt: skip
-            return message, fired, delivery, payload
-
-        done = await self._write(fire)
+        done = await self._write(
+            partial(
+                _fire_watch, watch_id, text, data, _SystemIds.new(), ordered_id("chn"),
+                ordered_id("msg"),
+            )
+        )  # fmt: skip
         if done is None:
             return None
         message, fired, delivery, payload = done
@@ -173,25 +150,94 @@ class Watches(SqliteBase):
         return int(rows[0]["seq"]) if rows else 0
 
     async def save_watch_cursor(self, seq: int) -> None:
-        def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO watch_cursor (id, seq) VALUES (1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET seq = max(seq, excluded.seq)",
-                (seq,),
-            )
-
-        await self._write(upsert)
+        await self._write(partial(_save_watch_cursor, seq))
 
 
-def _system_participant(conn: sqlite3.Connection, workspace_id: str) -> tuple[str, str]:
-    """The id and name of the workspace's system participant, made the first time. It has
-    a token nobody knows: nothing speaks as it but the relay."""
+class _SystemIds(NamedTuple):
+    """The id and token hash the system participant gets if it is made by this write (ids
+    are made in the relay's process, where they sort by creation)."""
+
+    agent_id: str
+    token_hash: str
+
+    @classmethod
+    def new(cls) -> _SystemIds:
+        return cls(ordered_id("agt"), hash_secret(new_secret("sys_")))
+
+
+def _add_watch(
+    watch_id: str,
+    workspace_id: str,
+    watcher_id: str,
+    agent_id: str,
+    on: WatchOn,
+    message_id: str | None,
+    system: _SystemIds,
+    conn: sqlite3.Connection,
+) -> Watch:
+    """The watch, after the last event so far (and the system participant); the watch."""
+    # Made now, so a name clash is refused here rather than when the watch fires.
+    _system_participant(conn, workspace_id, system)
+    try:
+        conn.execute(
+            "INSERT INTO watches (id, workspace_id, watcher_id, agent_id, on_event,"
+            " message_id, after_seq, created_at) VALUES (?, ?, ?, ?, ?, ?,"
+            " (SELECT coalesce(max(seq), 0) FROM events), ?)",
+            (watch_id, workspace_id, watcher_id, agent_id, on, message_id, timestamp()),
+        )
+    except sqlite3.IntegrityError:
+        raise NotFound("unknown workspace, agent or message") from None
+    return _watch(conn.execute(f"{_SELECT} WHERE w.id = ?", (watch_id,)).fetchone())
+
+
+def _cancel_watch(watch_id: str, conn: sqlite3.Connection) -> bool:
+    """The watch deleted; whether it was there."""
+    return conn.execute("DELETE FROM watches WHERE id = ?", (watch_id,)).rowcount == 1
+
+
+def _fire_watch(
+    watch_id: str,
+    text: str,
+    data: dict[str, Any],
+    system: _SystemIds,
+    new_channel_id: str,
+    message_id: str,
+    conn: sqlite3.Connection,
+) -> tuple[Message, EventRecord, Delivery, dict[str, Any]] | None:
+    """The watch deleted, its DM and ``watch.fired`` written; None if it was gone."""
+    row = conn.execute(f"{_SELECT} WHERE w.id = ?", (watch_id,)).fetchone()
+    if row is None:
+        return None
+    watch = _watch(row)
+    conn.execute("DELETE FROM watches WHERE id = ?", (watch_id,))
+    sender = _system_participant(conn, watch.workspace_id, system)
+    message, delivery, payload = _dm(conn, watch, sender, text, data, new_channel_id, message_id)
+    fired = insert_event(
+        conn, watch.workspace_id, "watch.fired", {**data, "dm_id": message.id},
+        agent=watch.agent_name,
+    )  # fmt: skip
+    return message, fired, delivery, payload
+
+
+def _save_watch_cursor(seq: int, conn: sqlite3.Connection) -> None:
+    """The watch cursor moved to ``seq``, never back."""
+    conn.execute(
+        "INSERT INTO watch_cursor (id, seq) VALUES (1, ?)"
+        " ON CONFLICT (id) DO UPDATE SET seq = max(seq, excluded.seq)",
+        (seq,),
+    )
+
+
+def _system_participant(
+    conn: sqlite3.Connection, workspace_id: str, ids: _SystemIds
+) -> tuple[str, str]:
+    """The id and name of the workspace's system participant, made the first time (with
+    ``ids``). It has a token nobody knows: nothing speaks as it but the relay."""
     conn.execute(
         "INSERT OR IGNORE INTO agents (id, workspace_id, name, kind, token_hash, created_at)"
         " VALUES (?, ?, ?, 'system', ?, ?)",
-        (ordered_id("agt"), workspace_id, SYSTEM_NAME, hash_secret(new_secret("sys_")),
-         timestamp()),
-    )  # fmt: skip
+        (ids.agent_id, workspace_id, SYSTEM_NAME, ids.token_hash, timestamp()),
+    )
     row = conn.execute(
         "SELECT id, kind FROM agents WHERE workspace_id = ? AND name = ?",
         (workspace_id, SYSTEM_NAME),
@@ -209,17 +255,19 @@ def _dm(
     sender: tuple[str, str],
     text: str,
     metadata: dict[str, Any],
+    new_channel_id: str,
+    message_id: str,
 ) -> tuple[Message, Delivery, dict[str, Any]]:
-    """The message in the DM of ``sender`` and the watcher (opened if new), its delivery
-    to the watcher and its ``message.created`` event; as `post_message` writes them."""
+    """The message ``message_id`` in the DM of ``sender`` and the watcher (opened as
+    ``new_channel_id`` if new), its delivery to the watcher and its ``message.created`` event;
+    as `post_message` writes them."""
     sender_id, sender_name = sender
     now = timestamp()
     conn.execute(
         "INSERT OR IGNORE INTO channels (id, workspace_id, name, kind, created_by, created_at)"
         " VALUES (?, ?, ?, 'dm', ?, ?)",
-        (ordered_id("chn"), watch.workspace_id, dm_name(sender_id, watch.watcher_id), sender_id,
-         now),
-    )  # fmt: skip
+        (new_channel_id, watch.workspace_id, dm_name(sender_id, watch.watcher_id), sender_id, now),
+    )
     channel_id = conn.execute(
         "SELECT id FROM channels WHERE workspace_id = ? AND name = ?",
         (watch.workspace_id, dm_name(sender_id, watch.watcher_id)),
@@ -229,7 +277,7 @@ def _dm(
         [(channel_id, sender_id, now), (channel_id, watch.watcher_id, now)],
     )
     message = Message(
-        id=ordered_id("msg"), workspace_id=watch.workspace_id, channel_id=channel_id,
+        id=message_id, workspace_id=watch.workspace_id, channel_id=channel_id,
         agent_id=sender_id, text=text, metadata=metadata, created_at=now,
     )  # fmt: skip
     conn.execute(
