@@ -3,6 +3,7 @@ written together, cumulative acks, the event log, and what survives a kill -9.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import sqlite3
@@ -12,6 +13,7 @@ import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from agent_relay_runtime.relay.sqlite import SqliteStore, migrations
@@ -175,7 +177,7 @@ async def test_a_kill_9_after_the_write_loses_nothing(tmp_path: Path) -> None:
             channel = await store.create_channel(ws.id, "general")
             message, _ = await store.post_message(workspace_id=ws.id, channel_id=channel.id,
                 sender_id=sender.id, text="survive", targets=[agent.id])
-            print(json.dumps([ws.id, agent.id, message.id]), flush=True)
+            print(json.dumps([ws.id, agent.id, message.id, store._writer.pid]), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
         anyio.run(main)
@@ -185,7 +187,10 @@ async def test_a_kill_9_after_the_write_loses_nothing(tmp_path: Path) -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == -9, done.stderr
-    workspace_id, agent_id, message_id = json.loads(done.stdout)
+    workspace_id, agent_id, message_id, writer_pid = json.loads(done.stdout)
+    # The writer process saw its socket close with the relay and ended too.
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(writer_pid).wait(timeout=10)
     store = await SqliteStore.open(path)
     try:
         [pending] = await store.unacked_deliveries(agent_id)

@@ -22,6 +22,7 @@ write, and the writes it had not answered fail saying their outcome is unknown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -99,25 +100,18 @@ class _Sent:
         self.answer: Answer | None = None
 
 
-class Writer:
-    """The relay's end of a writer process: `commit` sends a batch and returns its
-    answer once committed. Calls may overlap (the batches are pipelined); each returns
-    its own batch's answer. Call `start` first and `aclose` at the end."""
+class _Link:
+    """One writer process and the relay's end of its socket; the batches sent to it and
+    not answered yet, oldest first."""
 
-    def __init__(self, path: Path, synchronous: str) -> None:
-        self.path, self.synchronous = path, synchronous
-        self._proc: Process | None = None
-        self._stream: SocketStream | None = None
-        self._reader: BufferedByteReceiveStream | None = None
-        self._sent: deque[_Sent] = deque()
-        self._send_lock = anyio.Lock()
-        self._read_lock = anyio.Lock()
+    def __init__(self, proc: Process, stream: SocketStream) -> None:
+        self.proc, self.stream = proc, stream
+        self.reader = BufferedByteReceiveStream(stream)
+        self.sent: deque[_Sent] = deque()
+        self.closed = False
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    async def start(self) -> None:
+    @classmethod
+    async def start(cls, path: Path, synchronous: str) -> _Link:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         # The writer imports this package from where the relay found it.
@@ -125,72 +119,105 @@ class Writer:
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
         )
         with theirs:
-            self._proc = await anyio.open_process(
-                [sys.executable, "-c", _MAIN, str(self.path), self.synchronous,
-                 str(theirs.fileno())],
+            proc = await anyio.open_process(
+                [sys.executable, "-c", _MAIN, str(path), synchronous, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=None,
                 stderr=None, env=env,
             )  # fmt: skip
-        self._stream = await SocketStream.from_socket(ours)
-        self._reader = BufferedByteReceiveStream(self._stream)
+        return cls(proc, await SocketStream.from_socket(ours))
+
+    async def read_answer(self) -> None:
+        """The next answer, for the oldest batch sent; if the writer is gone, every batch
+        waiting fails (whether it was committed is unknown)."""
+        try:
+            head = await self.reader.receive_exactly(_HEAD.size)
+            answer: Answer = pickle.loads(await self.reader.receive_exactly(*_HEAD.unpack(head)))
+        except (OSError, anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
+                anyio.ClosedResourceError):  # fmt: skip
+            await self.close(kill=True)
+            return
+        self.sent.popleft().answer = answer
+
+    async def close(self, *, kill: bool) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.stream.aclose()  # the writer reads the end of its input and exits
+            if kill:
+                self._kill()
+            with anyio.move_on_after(10) as waited:
+                await self.proc.wait()
+            if waited.cancelled_caught:
+                self._kill()
+                await self.proc.wait()
+        error = StoreError(
+            "the relay's database writer exited during a write: whether it was committed is unknown"
+        )
+        while self.sent:
+            sent = self.sent.popleft()
+            sent.answer = ([(None, error)] * sent.size, None)
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it is gone already
+            self.proc.kill()
+
+
+class Writer:
+    """The relay's end of its writer process: `commit` sends a batch and returns its
+    answer once committed. Calls may overlap (the batches are pipelined); each returns
+    its own batch's answer. Call `start` first and `aclose` at the end.
+
+    A writer that is gone is started again by the next batch: one that died between
+    batches costs nothing (the batch goes to the new one); the batches it had been sent
+    fail, saying whether they were committed is unknown."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.path, self.synchronous = path, synchronous
+        self._link: _Link | None = None
+        self._send_lock = anyio.Lock()
+        self._read_lock = anyio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._link.proc.pid if self._link is not None else None
+
+    async def start(self) -> None:
+        self._link = await _Link.start(self.path, self.synchronous)
 
     async def commit(self, batch: list[Change]) -> Answer:
         data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _HEAD.pack(len(data)) + data
         sent = _Sent(len(batch))
         async with self._send_lock:
-            if self._stream is None:
-                await self.start()
-            assert self._stream is not None
-            # In the queue before it is on the wire: answers come in the order sent.
-            self._sent.append(sent)
-            try:
-                await self._stream.send(_HEAD.pack(len(data)) + data)
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._lost("nothing of it was written")
+            for attempt in (1, 2):
+                if self._link is not None and self._link.proc.returncode is not None:
+                    await self._link.close(kill=True)  # it died since the last batch
+                if self._link is None or self._link.closed:
+                    self._link = await _Link.start(self.path, self.synchronous)
+                link = self._link
+                # In the queue before it is on the wire: answers come in the order sent.
+                link.sent.append(sent)
+                try:
+                    await link.stream.send(frame)
+                    break
+                except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    # The writer's end is closed: it did not get this batch whole.
+                    link.sent.remove(sent)
+                    await link.close(kill=True)
+                    if attempt == 2:
+                        error = StoreError("the relay's database writer cannot be started")
+                        return [(None, error)] * len(batch), None
         async with self._read_lock:
             while sent.answer is None:
-                await self._read_answer()
+                await link.read_answer()
         return sent.answer
-
-    async def _read_answer(self) -> None:
-        """The next answer, for the oldest batch sent."""
-        assert self._reader is not None
-        try:
-            head = await self._reader.receive_exactly(_HEAD.size)
-            answer: Answer = pickle.loads(await self._reader.receive_exactly(*_HEAD.unpack(head)))
-        except (OSError, anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
-            await self._lost("whether it was committed is unknown")
-            return
-        self._sent.popleft().answer = answer
-
-    async def _lost(self, what: str) -> None:
-        """The writer is gone: every batch waiting fails, the next write starts another."""
-        error = StoreError(f"the relay's database writer exited during a write: {what}")
-        while self._sent:
-            sent = self._sent.popleft()
-            sent.answer = ([(None, error)] * sent.size, None)
-        await self._stop(kill=True)
-
-    async def _stop(self, *, kill: bool) -> None:
-        stream, proc, self._stream, self._reader, self._proc = (
-            self._stream, self._proc, None, None, None
-        )  # fmt: skip
-        if stream is not None:
-            await stream.aclose()  # the writer reads the end of its input and exits
-        if proc is not None:
-            if kill:
-                proc.kill()
-            with anyio.move_on_after(10) as waited:
-                await proc.wait()
-            if waited.cancelled_caught:
-                proc.kill()
-                await proc.wait()
 
     async def aclose(self) -> None:
         """Close the writer's input and wait for it to finish (it closes its database)."""
         with anyio.CancelScope(shield=True):
             async with self._send_lock, self._read_lock:
-                await self._stop(kill=False)
+                if self._link is not None:
+                    await self._link.close(kill=False)
+                    self._link = None
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:

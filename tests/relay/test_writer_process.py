@@ -1,0 +1,70 @@
+"""The store's writer process: it ends with the store, a writer that dies is replaced,
+and a write it took down with it fails saying its outcome is unknown."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from functools import partial
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agent_relay_runtime.relay.sqlite import SqliteStore
+from agent_relay_runtime.relay.store import StoreError
+
+pytestmark = pytest.mark.anyio
+
+
+def _exit_now(code: int, conn: sqlite3.Connection) -> None:
+    """A change that takes the writer process down in the middle of its transaction."""
+    os._exit(code)
+
+
+async def test_the_writer_ends_with_the_store(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    writer = psutil.Process(store._writer.pid)
+    assert writer.ppid() == os.getpid()
+    await store.create_workspace("w")
+    await store.aclose()
+    assert not writer.is_running()
+
+
+async def test_a_killed_writer_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    try:
+        workspace, _ = await store.create_workspace("w")
+        first = store._writer._link
+        assert first is not None
+        first.proc.kill()
+        await first.proc.wait()
+        # Nothing reached the dead writer: the write goes to a new one and succeeds.
+        agent, _ = await store.register_agent(workspace.id, "alice")
+        assert store._writer.pid not in (None, first.proc.pid)
+        assert (await store.agent_by_name(workspace.id, "alice")) == agent
+        assert await store.workspace_by_id(workspace.id) == workspace
+    finally:
+        await store.aclose()
+
+
+async def test_a_write_the_writer_died_with_fails_and_the_next_one_works(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    try:
+        workspace, _ = await store.create_workspace("w")
+        with pytest.raises(StoreError, match="whether it was committed is unknown"):
+            await store._write(partial(_exit_now, 3))
+        agent, _ = await store.register_agent(workspace.id, "bob")
+        assert (await store.agent_by_name(workspace.id, "bob")) == agent
+    finally:
+        await store.aclose()
+
+
+async def test_reads_cannot_write(tmp_path: Path) -> None:
+    """Only the writer process writes: the relay's own connection is query_only."""
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store._read(lambda conn: conn.execute("DELETE FROM workspaces"))
+    finally:
+        await store.aclose()
