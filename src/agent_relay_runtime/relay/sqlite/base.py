@@ -72,6 +72,7 @@ class SqliteBase:
         self._limiter = anyio.CapacityLimiter(1)
         self._writer = Writer(path, synchronous)
         self._queued: list[_Change[Any]] = []
+        self._batch_done = anyio.Event()  # set when the changes queued now are committed
         self._committers = 0
         # The directory's version as of the last commit, and lookups made at that version.
         self.directory_version = directory_version(conn)
@@ -107,7 +108,9 @@ class SqliteBase:
         """Run ``fn`` in a transaction (its own savepoint) in the writer process, committed
         before this returns. ``fn`` is pickled: a module-level function or a partial of
         one, taking the connection last; its result and exceptions are pickled back."""
-        change: _Change[T] = _Change(fn)
+        if not self._queued:  # the first change of the next batch: its event, for all
+            self._batch_done = anyio.Event()
+        change: _Change[T] = _Change(fn, self._batch_done)
         self._queued.append(change)
         if self._committers < PIPELINE:
             # This caller sends batches, for itself and for whoever queues meanwhile, while
@@ -124,7 +127,7 @@ class SqliteBase:
         return change.outcome()
 
     async def _commit_batch(self) -> None:
-        batch, self._queued = self._queued, []
+        batch, done, self._queued = self._queued, self._batch_done, []
         outcomes, version = await self._writer.commit([each.fn for each in batch])
         # Before any caller of the batch resumes (answers come in the order the batches
         # were sent): a directory change is seen by every request that starts after it
@@ -133,7 +136,7 @@ class SqliteBase:
             self.directory_version = version
         for each, (result, error) in zip(batch, outcomes, strict=True):
             each.result, each.error = result, error
-            each.done.set()
+        done.set()
         self.committed.notify()
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -165,9 +168,9 @@ class SqliteBase:
 class _Change(Generic[T]):
     """A change waiting for its commit, and how it went."""
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], T], done: anyio.Event) -> None:
         self.fn = fn
-        self.done = anyio.Event()
+        self.done = done  # its batch's
         self.result: T | None = None
         self.error: BaseException | None = None
 

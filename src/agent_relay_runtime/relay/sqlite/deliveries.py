@@ -69,9 +69,12 @@ class Deliveries(Polling):
         names = await self._names(sender_id, channel_id)
         wanted = list(dict.fromkeys(targets))
 
-        deliveries, payload = await self._write(
+        seqs, attached = await self._write(
             partial(_write_message, message, names, mode, wanted, attachments)
         )
+        # Made here from what the writer assigned (less to send back than the models).
+        deliveries = NewDeliveries(list(zip(wanted, seqs, strict=True)), message.id, mode, now)
+        payload = push_payload(message, names, mode, attached)
         for listener in self.on_deliveries:
             listener(deliveries, payload)
         return message, deliveries
@@ -240,9 +243,10 @@ def _write_message(
     targets: list[str],
     attachments: Sequence[str],
     conn: sqlite3.Connection,
-) -> tuple[NewDeliveries, dict[str, Any]]:
+) -> tuple[list[int], list[dict[str, Any]]]:
     """The message, its mentions and attachments, a delivery to each target and the
-    ``message.created`` event; the deliveries and their push payload."""
+    ``message.created`` event; the seq of each target's delivery (in the order of
+    ``targets``) and the attachments as the push payload shows them."""
     try:
         conn.execute(
             "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
@@ -264,7 +268,7 @@ def _write_message(
         conn, message.workspace_id, message.id, targets, mode, message.created_at
     )
     append_event(conn, message.workspace_id, "message.created", payload, agent=names["from_name"])
-    return deliveries, payload
+    return [seq for _, seq in deliveries.rows], attached
 
 
 def _deliveries(
