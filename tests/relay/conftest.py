@@ -11,6 +11,7 @@ import anyio
 import pytest
 import uvicorn
 
+from agent_relay_runtime.relay.embedded import server_config
 from agent_relay_runtime.relay.rest import relay_app
 from agent_relay_runtime.relay.sqlite import SqliteStore
 
@@ -32,8 +33,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[RunningRelay]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(relay_app(store), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(relay_app(store)))  # as the embedded relay runs
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])

@@ -37,9 +37,12 @@ def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
     service = ActionService(store, hub)
     watches = WatchService(store)
     return Starlette(
+        # Starlette tries routes in order: the busiest first (posting a message matched
+        # after twenty others cost ~6% of its CPU). No two modules' paths overlap.
         routes=[
+            *messages.routes(api), *deliveries.routes(api),
             *presence.routes(api), *agents.routes(api), *channels.routes(api),
-            *messages.routes(api), *dms.routes(api), *inbox.routes(api), *deliveries.routes(api),
+            *dms.routes(api), *inbox.routes(api),
             *files.routes(api, files_dir),
             *actions.routes(api, service), *events.routes(api), node_route(api, hub, service),
             *watch_routes.routes(api, watches), *node_routes.routes(api, hub),

@@ -1,0 +1,107 @@
+"""uvicorn's httptools protocol, sending a response's head and body in one write.
+
+uvicorn writes the status line and headers when the app sends ``http.response.start``
+and the body when it sends ``http.response.body``: two ``send`` calls, two TCP segments,
+and a client woken twice for every answer. The relay answers every request with one
+start and one body in a row, so holding the head until the body comes (or until the
+loop has run what is ready, whichever is first) makes them one write: measured on the
+REST bench, one syscall fewer a request on the relay and on the client.
+
+Once the connection is handed to a websocket protocol (an upgrade), writes go straight
+through: frames are not held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["CoalescingHttpToolsProtocol"]
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` over a transport that joins a write to the one after it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        super().connection_made(_JoiningTransport(transport))
+
+
+class _JoiningTransport(asyncio.Transport):
+    """Holds a write until the next one (they go out as one) or until the callbacks
+    ready now have run; every other call sends what is held first."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._held: bytes | None = None
+        self._through = False  # after an upgrade: nothing is held
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._through:
+            self._transport.write(data)
+        elif self._held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+        else:
+            held, self._held = self._held, None
+            self._transport.write(held + data)
+
+    def _flush(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._transport.write(held)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._flush()
+        self._transport.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._flush()
+        self._through = True
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + len(self._held or b"")
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
