@@ -40,11 +40,18 @@ class RawNode:
 
 @asynccontextmanager
 async def raw_node(
-    url: str, key: str, name: str = "node-1", capabilities: list[dict[str, Any]] | None = None
+    url: str,
+    key: str,
+    name: str = "node-1",
+    capabilities: list[dict[str, Any]] | None = None,
+    **register: Any,
 ) -> AsyncIterator[tuple[RawNode, dict[str, Any]]]:
+    """A node registered as ``name`` (``register``: more fields of its ``node.register``)
+    and the answer to that."""
     async with connect(node_socket_url(url, key)) as ws:
         node = RawNode(ws)
         reply = await node.request(
-            {"type": "node.register", "name": name, "capabilities": capabilities or []}
-        )
+            {"type": "node.register", "name": name, "capabilities": capabilities or [],
+             **register}
+        )  # fmt: skip
         yield node, reply
