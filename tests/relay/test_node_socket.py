@@ -123,3 +123,48 @@ async def test_the_first_frame_must_register(relay: RunningRelay) -> None:
         await ws.send('{"v": 1, "type": "agent.register", "name": "x", "id": "a"}')
         frame = await ws.recv()
         assert '"not_registered"' in str(frame)
+
+
+async def registered(relay: RunningRelay, name: str) -> bool:
+    """Whether the workspace has an agent named ``name``."""
+    async with httpx.AsyncClient(base_url=relay.url) as http:
+        got = await http.get(f"/v1/agents/{name}", headers={"authorization": f"Bearer {relay.key}"})
+    assert got.status_code in (200, 404), got.text
+    return got.status_code == 200
+
+
+async def test_a_node_hosts_no_more_agents_than_its_max_agents(relay: RunningRelay) -> None:
+    async with raw_node(relay.url, relay.key, max_agents=2) as (node, _):
+        for name in ("a", "b"):
+            assert (await node.request({"type": "agent.register", "name": name}))["type"] == "reply"
+        full = await node.request({"type": "agent.register", "name": "c"})
+        assert (full["type"], full["code"]) == ("error", "node_capacity_exceeded")
+        assert "'node-1'" in full["message"] and "max_agents is 2" in full["message"]
+        assert not await registered(relay, "c")
+        # One it hosts already, registered again, is not a new one.
+        again = await node.request({"type": "agent.register", "name": "a"})
+        assert (again["type"], again["data"]["name"]) == ("reply", "a")
+        # Room again once one leaves: by agent.deregister, or missing from an inventory.
+        await node.request({"type": "agent.deregister", "name": "b"})
+        assert (await node.request({"type": "agent.register", "name": "c"}))["type"] == "reply"
+        assert (await node.request({"type": "agent.register", "name": "d"}))["code"] == (
+            "node_capacity_exceeded"
+        )
+        inventory = [{"agent_id": again["data"]["agent_id"], "name": "a"}]
+        await node.request({"type": "inventory.sync", "agents": inventory})
+        assert (await node.request({"type": "agent.register", "name": "d"}))["type"] == "reply"
+    # Reconnected: the node registers its agents again, and the limit is the same.
+    async with raw_node(relay.url, relay.key, max_agents=2) as (node, _):
+        for name in ("a", "d"):
+            assert (await node.request({"type": "agent.register", "name": name}))["type"] == "reply"
+        assert (await node.request({"type": "agent.register", "name": "b"}))["code"] == (
+            "node_capacity_exceeded"
+        )
+
+
+async def test_max_agents_0_or_missing_is_no_limit(relay: RunningRelay) -> None:
+    for register in ({"max_agents": 0}, {}):
+        async with raw_node(relay.url, relay.key, **register) as (node, _):
+            for name in ("a", "b", "c"):
+                answer = await node.request({"type": "agent.register", "name": name})
+                assert answer["type"] == "reply", (register, answer)

@@ -193,6 +193,26 @@ async def test_a_direct_node_hosts_one_agent(relay: RunningRelay) -> None:
         assert (wider.value.status, wider.value.code) == (400, "direct_node_capacity_exceeded")
 
 
+async def test_on_the_socket_the_tighter_of_the_enrolled_and_declared_max_agents_holds(
+    relay: RunningRelay,
+) -> None:
+    async with AsyncRelay(api_key=relay.key, base_url=relay.url) as client:
+        # (enrolled, declared in node.register, the agents it may host)
+        for enrolled, declared, room in ((2, 0, 2), (2, None, 2), (3, 2, 2), (2, 3, 2)):
+            created = await client.nodes.create(
+                CreateNodeRequest(name="builder", max_agents=enrolled)
+            )
+            register = {} if declared is None else {"max_agents": declared}
+            async with token_node(relay, created.token, "builder", **register) as (node, _):
+                for n in range(room):
+                    hosted = await node.request({"type": "agent.register", "name": f"w{n}"})
+                    assert hosted["type"] == "reply"
+                full = await node.request({"type": "agent.register", "name": "extra"})
+                case = (enrolled, declared)
+                assert (full["type"], full["code"]) == ("error", "node_capacity_exceeded"), case
+            await until_offline(relay, client, "builder")
+
+
 async def test_enrolling_again_replaces_the_token_and_a_revoked_one_is_refused(
     relay: RunningRelay,
 ) -> None:

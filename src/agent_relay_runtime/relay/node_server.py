@@ -4,7 +4,10 @@ The node authenticates with the workspace key or a node token (``nt_…`` from
 ``POST /v1/nodes``, which registers as that node only), sent as ``?token=`` (as relaycast
 clients send it) or a bearer header, and must open with ``node.register``; the reply lists
 ``accepted_capabilities``. Then: ``agent.register`` binds an agent to this node (a fresh
-token for it, its acknowledged seq) and starts its pump; ``delivery.receipt`` and
+token for it, its acknowledged seq) and starts its pump, unless the connection hosts as
+many agents as the node may (`capacity`): then an ``error`` ``node_capacity_exceeded``,
+the code ``POST /v1/nodes/{name}/agents`` refuses a full node with (an agent it hosts
+already is not a new one, and ``agent.deregister`` makes room); ``delivery.receipt`` and
 ``delivery.ack`` record what the runtime did with a delivery; ``action.result`` ends an
 invocation; ``agent.events`` adds session events to the workspace's log. A frame that
 cannot be accepted is answered with an ``error`` frame naming the problem and the
@@ -60,7 +63,7 @@ from .wire import (
     encode,
 )
 
-__all__ = ["DEAD_AFTER", "NodeLink", "node_route"]
+__all__ = ["DEAD_AFTER", "NodeLink", "capacity", "node_route"]
 
 DEAD_AFTER = 48.0
 PING_EVERY = 20.0
@@ -112,6 +115,15 @@ def refusal(exc: Exception) -> str:
     return str(getattr(exc, "code", code))
 
 
+def capacity(declared: int | None, enrolled: int) -> int:
+    """How many agents a node may host at once over its socket (0: no limit): what it
+    declared in ``node.register``, within what it was enrolled with over REST. Each is no
+    limit if 0 or missing: the relaycast SDK's nodes declare 0 unless told, which must not
+    lift the limit an operator enrolled the node with."""
+    limits = [limit for limit in (declared or 0, enrolled) if limit > 0]
+    return min(limits, default=0)
+
+
 def _not_own(own: NodeEntry, name: str, node_id: str | None) -> tuple[str, str] | None:
     """Why a socket with ``own``'s token may not register as ``name`` / ``node_id``."""
     if name != own.name:
@@ -139,6 +151,7 @@ class NodeLink:
         self.hub, self.actions = hub, actions
         self.node_id = ""
         self.node: Node | None = None
+        self.max_agents = 0  # set by node.register (`capacity`); 0: no limit
         self.agents: dict[str, tuple[Agent, Pump]] = {}
         self.log = get_logger(component="relay.node", workspace=workspace.name)
         self._out, self._outq = anyio.create_memory_object_stream[str](1024)
@@ -205,6 +218,8 @@ class NodeLink:
             self.workspace.id, frame.name, capabilities=capabilities, version=frame.version
         )
         self.node_id = self.node.id
+        enrolled = await self.store.node_entry_by_id(self.node.id)
+        self.max_agents = capacity(frame.max_agents, enrolled.max_agents if enrolled else 0)
         self.hub.node_connected(self)
         accepted = await self.actions.handler_online(self.workspace.id, self, frame.capabilities)
         data = {"node_id": self.node.id, "name": self.node.name, "accepted_capabilities": accepted}
@@ -341,6 +356,16 @@ class NodeLink:
 
     async def _agent_register(self, frame: AgentRegister) -> None:
         assert self.node is not None
+        # Counted on this connection: one that took over from a dead one (a reconnect)
+        # starts from nothing and registers its agents again. Frames are handled one at a
+        # time, so two registrations cannot both take the last place.
+        if frame.name not in self.agents and 0 < self.max_agents <= len(self.agents):
+            raise ApiError(
+                409,
+                "node_capacity_exceeded",
+                f"node {self.node.name!r} hosts {len(self.agents)} agent(s), its max_agents is"
+                f" {self.max_agents}: {frame.name!r} is not registered",
+            )
         agent, token, acked = await self.store.bind_agent(
             self.workspace.id, frame.name, self.node.id
         )

@@ -33,7 +33,8 @@ roster, and the agents bound to a node.
   node with ``max_agents`` agents already (bound, or hosted now): 409
   ``node_capacity_exceeded``. A binding is a record of placement: deliveries still reach
   an agent through the node that registers it on its socket (``agent.register``), or
-  over REST polling.
+  over REST polling. (The socket holds the node to ``max_agents`` too, counting what it
+  hosts: see `node_server`.)
 - ``DELETE /v1/nodes/{name}/agents/{agent}`` (workspace key): the binding dropped; 404
   ``node_agent_binding_not_found`` if there is none (an agent hosted over the socket
   leaves with ``agent.deregister``).
