@@ -159,6 +159,23 @@ async def test_receipts_are_stored_per_delivery(store: SqliteStore) -> None:
         await store.set_receipt("del_nope", "delivered")
 
 
+async def test_a_deregistered_agent_is_gone_until_registered_again(store: SqliteStore) -> None:
+    workspace, _key = await store.create_workspace("w")
+    node = await store.node_online(workspace.id, "node-1", capabilities=[])
+    agent, _, _ = await store.bind_agent(workspace.id, "worker", node.id)
+    assert await store.gone_event(agent.id) is None
+    await store.node_offline(node.id)  # offline (its node went away) is not gone
+    assert await store.gone_event(agent.id) is None
+    await store.unbind_agent(agent.id)
+    gone = await store.gone_event(agent.id)
+    assert gone is not None and (gone.type, gone.agent) == ("agent.deregistered", "worker")
+    assert gone.data == {"agent_id": agent.id, "node_id": node.id, "node": "node-1"}
+    logged, _ = await store.events_after(workspace.id, 0, types=["agent.deregistered"])
+    assert logged == [gone]
+    await store.bind_agent(workspace.id, "worker", node.id)
+    assert await store.gone_event(agent.id) is None
+
+
 async def test_a_kill_9_after_the_write_loses_nothing(tmp_path: Path) -> None:
     """A process writes a message (its deliveries committed) and is killed before any
     ack; a new store on the same file has the delivery pending, once."""

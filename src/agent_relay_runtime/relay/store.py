@@ -589,7 +589,11 @@ class Store(Protocol):
         """The agent hosted by the node (registered if new), a fresh token, its acked seq."""
         ...
 
-    async def unbind_agent(self, agent_id: str, *, forget: bool = False) -> None: ...
+    async def unbind_agent(self, agent_id: str, *, forget: bool = False) -> None:
+        """The node no longer hosts the agent: offline, its node tokens revoked, and gone
+        (`AGENT_DEREGISTERED` logged) until a node registers it again; with ``forget``,
+        removed if nothing refers to it."""
+        ...
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -780,6 +784,11 @@ class Store(Protocol):
         """The agent's delivery of the message, as it stands."""
         ...
 
+    async def gone_event(self, agent_id: str) -> EventRecord | None:
+        """The agent's `AGENT_DEREGISTERED` event if it is gone now (deregistered, and no
+        node registered it again since); None otherwise (offline is not gone)."""
+        ...
+
     async def fire_watch(
         self, watch_id: str, text: str, data: dict[str, Any]
     ) -> tuple[Message, EventRecord] | None:
@@ -855,6 +864,9 @@ class Store(Protocol):
 
 
 WatchOn = Literal["idle", "delivered"]
+# Logged when a node deregisters an agent (``agent.deregister``, or an ``inventory.sync``
+# without it), data ``{agent_id, node_id, node}``: the agent is gone, and its watches fire.
+AGENT_DEREGISTERED = "agent.deregistered"
 
 
 class Watch(BaseModel):
@@ -873,7 +885,7 @@ class Watch(BaseModel):
     created_at: str
 
 
-__all__ += ["Watch", "WatchOn"]
+__all__ += ["AGENT_DEREGISTERED", "Watch", "WatchOn"]
 
 
 NodeRole = Literal["direct", "broker"]

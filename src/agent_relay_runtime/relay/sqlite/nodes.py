@@ -7,9 +7,19 @@ import sqlite3
 from functools import partial
 from typing import Any
 
-from ..store import Agent, Conflict, Node, NotFound, hash_secret, new_secret, ordered_id
+from ..store import (
+    AGENT_DEREGISTERED,
+    Agent,
+    Conflict,
+    Node,
+    NotFound,
+    hash_secret,
+    new_secret,
+    ordered_id,
+)
 from .base import timestamp
 from .directory import Directory
+from .events import insert_event
 
 
 class Nodes(Directory):
@@ -59,7 +69,8 @@ class Nodes(Directory):
         return agent, token, acked
 
     async def unbind_agent(self, agent_id: str, *, forget: bool = False) -> None:
-        """The node no longer hosts the agent: offline, and the node's tokens for it revoked.
+        """The node no longer hosts the agent: offline, the node's tokens for it revoked,
+        and gone (``agent.deregistered`` logged) until a node registers it again.
 
         With ``forget`` (its session never ran: a spawn that failed), the agent is removed
         from the workspace, unless something already refers to it (a message, a delivery,
@@ -130,7 +141,8 @@ def _bind_agent(
     else:
         agent_id = row["id"]
         conn.execute(
-            "UPDATE agents SET node_id = ?, status = 'online', last_seen = ? WHERE id = ?",
+            "UPDATE agents SET node_id = ?, status = 'online', last_seen = ?, gone_seq = NULL"
+            " WHERE id = ?",
             (node_id, now, agent_id),
         )
     conn.execute(
@@ -144,13 +156,21 @@ def _bind_agent(
 
 
 def _unbind_agent(agent_id: str, forget: bool, conn: sqlite3.Connection) -> None:
-    """The agent offline, its node tokens revoked, and with ``forget`` removed if it can be."""
-    done = conn.execute(
-        "UPDATE agents SET status = 'offline', last_seen = ? WHERE id = ?",
-        (timestamp(), agent_id),
-    )
-    if not done.rowcount:
+    """The agent offline and gone (``agent.deregistered`` logged), its node tokens revoked,
+    and with ``forget`` removed if it can be."""
+    row = conn.execute(
+        "SELECT a.workspace_id, a.name, a.node_id, n.name AS node FROM agents a"
+        " LEFT JOIN nodes n ON n.id = a.node_id WHERE a.id = ?",
+        (agent_id,),
+    ).fetchone()
+    if row is None:
         raise NotFound(f"unknown agent {agent_id!r}")
+    data = {"agent_id": agent_id, "node_id": row["node_id"], "node": row["node"]}
+    gone = insert_event(conn, row["workspace_id"], AGENT_DEREGISTERED, data, agent=row["name"])
+    conn.execute(
+        "UPDATE agents SET status = 'offline', last_seen = ?, gone_seq = ? WHERE id = ?",
+        (gone.created_at, gone.seq, agent_id),
+    )
     conn.execute("DELETE FROM agent_tokens WHERE agent_id = ?", (agent_id,))
     if forget:
         _forget(conn, agent_id)

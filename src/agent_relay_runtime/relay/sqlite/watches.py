@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from ..store import (
+    AGENT_DEREGISTERED,
     Conflict,
     Delivery,
     EventRecord,
@@ -36,7 +37,7 @@ from .events import insert_event
 __all__ = ["SYSTEM_NAME", "WATCHED_TYPES", "Watches"]
 
 SYSTEM_NAME = "relay"  # the system participant that sends the notices
-WATCHED_TYPES = ("status.changed", "delivery.delivered", "delivery.failed")
+WATCHED_TYPES = ("status.changed", "delivery.delivered", "delivery.failed", AGENT_DEREGISTERED)
 
 _SELECT = (
     "SELECT w.id, w.workspace_id, w.watcher_id, watcher.name AS watcher_name, w.agent_id,"
@@ -128,6 +129,14 @@ class Watches(SqliteBase):
             message_id,
         )
         return delivery_from(rows[0]) if rows else None
+
+    async def gone_event(self, agent_id: str) -> EventRecord | None:
+        rows = await self._rows(
+            "SELECT e.seq, e.type, e.agent, e.action, e.data, e.created_at"
+            " FROM agents a JOIN events e ON e.seq = a.gone_seq WHERE a.id = ?",
+            agent_id,
+        )
+        return _event(rows[0]) if rows else None
 
     async def fire_watch(
         self, watch_id: str, text: str, data: dict[str, Any]
