@@ -82,6 +82,7 @@ async def test_an_idle_watch_fires_once_when_the_agent_goes_idle(relay: RunningR
             )  # fmt: skip
             assert meta["event"]["type"] == "status.changed"
             assert meta["event"]["data"]["state"] == "idle"
+            assert meta["outcome"] == "met"
             assert await boss.call("GET", "/v1/watches") == []
             # Idle again: only a second watch fires, and the first one never again (the
             # log is read in order, so the second notice comes after anything the first
@@ -97,6 +98,7 @@ async def test_an_idle_watch_fires_once_when_the_agent_goes_idle(relay: RunningR
             fired, _ = await relay.store.events_after(relay.workspace_id, 0, types=["watch.fired"])
             assert [e.data["watch_id"] for e in fired] == [first["watch_id"], second["watch_id"]]
             assert fired[0].agent == "worker" and fired[0].data["notify"] == "boss"
+            assert [e.data["outcome"] for e in fired] == ["met", "met"]
         finally:
             await boss.aclose()
 
@@ -138,6 +140,7 @@ async def test_a_delivered_watch_fires_on_that_message_only(relay: RunningRelay)
             notice = await dm_to(node, "boss")
             # The first receipt, read before the second, fired nothing.
             assert notice["text"] == f"@worker took message {two['id']}"
+            assert notice["metadata"]["outcome"] == "met"
             event = notice["metadata"]["event"]
             assert event["type"] == "delivery.delivered"
             assert event["data"]["message_id"] == two["id"]
@@ -153,6 +156,138 @@ async def test_a_delivered_watch_fires_on_that_message_only(relay: RunningRelay)
         finally:
             for client in (boss, alice, admin):
                 await client.aclose()
+
+
+async def test_a_watch_on_an_agent_that_is_deregistered_fires_once_saying_it_is_gone(
+    relay: RunningRelay,
+) -> None:
+    async with raw_node(relay.url, relay.key) as (node, _):
+        await host(node, "worker")
+        boss = RelayClient(relay.url, await host(node, "boss"))
+        admin = RelayClient(relay.url, relay.key)
+        alice = admin.as_agent((await admin.register("alice"))["token"])
+        try:
+            await alice.call("POST", "/v1/channels", {"name": "general"})
+            sent = await alice.send("#general", "@worker please look")
+            await report(node, "worker", status("busy", "idle"))
+            idle = await watch(boss, "worker", "idle")
+            taken = await watch(boss, "worker", "delivered", sent["id"])
+            await node.request({"type": "agent.deregister", "name": "worker"})
+            notices = [await dm_to(node, "boss") for _ in range(2)]
+            assert [n["metadata"]["watch_id"] for n in notices] == [
+                idle["watch_id"], taken["watch_id"],
+            ]  # fmt: skip
+            assert [n["text"] for n in notices] == [
+                "@worker is gone (deregistered by node node-1): it will not become idle",
+                "@worker is gone (deregistered by node node-1): it will not take message"
+                f" {sent['id']}",
+            ]
+            for notice in notices:
+                meta = notice["metadata"]
+                assert (meta["outcome"], meta["agent"], meta["notify"]) == (
+                    "gone", "worker", "boss",
+                )  # fmt: skip
+                assert meta["event"]["type"] == "agent.deregistered"
+                assert meta["event"]["data"]["node"] == "node-1"
+            assert await boss.call("GET", "/v1/watches") == []
+            # Back, and idle: a new watch fires, the two fired ones never again (the log is
+            # read in order: the new notice comes after anything they could still cause).
+            await host(node, "worker")
+            await report(node, "worker", status("busy", "idle"))
+            again = await watch(boss, "worker", "idle")
+            await report(node, "worker", status("idle"))
+            back = await dm_to(node, "boss")
+            assert (back["metadata"]["watch_id"], back["metadata"]["outcome"]) == (
+                again["watch_id"], "met",
+            )  # fmt: skip
+            assert len(await relay_dms(boss)) == 3
+            fired, _ = await relay.store.events_after(relay.workspace_id, 0, types=["watch.fired"])
+            assert [e.data["outcome"] for e in fired] == ["gone", "gone", "met"]
+        finally:
+            for client in (boss, alice, admin):
+                await client.aclose()
+
+
+async def test_a_watch_on_an_agent_gone_already_fires_at_once(relay: RunningRelay) -> None:
+    async with raw_node(relay.url, relay.key) as (node, _):
+        await host(node, "worker")
+        boss = RelayClient(relay.url, await host(node, "boss"))
+        admin = RelayClient(relay.url, relay.key)
+        alice = admin.as_agent((await admin.register("alice"))["token"])
+        try:
+            await alice.call("POST", "/v1/channels", {"name": "general"})
+            sent = await alice.send("#general", "@worker please look")
+            await node.expect(lambda f: f.get("type") == "deliver" and f.get("agent") == "worker")
+            done = {"type": "delivery.receipt", "agent": "worker", "seq": 1,
+                    "status": "delivered", "evidence": "protocol_ack"}  # fmt: skip
+            assert (await node.request(done))["type"] == "reply"
+            # Idle, then gone: gone is what holds now.
+            await report(node, "worker", status("idle"))
+            await node.request({"type": "agent.deregister", "name": "worker"})
+            idle = await watch(boss, "worker", "idle")
+            notice = await dm_to(node, "boss")
+            assert notice["metadata"]["watch_id"] == idle["watch_id"]
+            assert notice["metadata"]["outcome"] == "gone"
+            assert notice["text"].startswith("@worker is gone (")
+            assert notice["text"].endswith("): it will not become idle")
+            any_delivery = await watch(boss, "worker", "delivered")
+            notice = await dm_to(node, "boss")
+            assert notice["metadata"]["watch_id"] == any_delivery["watch_id"]
+            assert notice["text"].endswith("): it will not take a delivery")
+            # A message it took before it went: that is the news.
+            taken = await watch(boss, "worker", "delivered", sent["id"])
+            notice = await dm_to(node, "boss")
+            assert notice["metadata"]["watch_id"] == taken["watch_id"]
+            assert (notice["text"], notice["metadata"]["outcome"]) == (
+                f"@worker took message {sent['id']}", "met",
+            )  # fmt: skip
+            assert await boss.call("GET", "/v1/watches") == []
+            # Registered again (a new session, busy), it is not gone: a watch made now waits.
+            await host(node, "worker")
+            await report(node, "worker", status("busy", "starting"))
+            pending = await watch(boss, "worker", "idle")
+            listed = await boss.call("GET", "/v1/watches")
+            assert [w["watch_id"] for w in listed] == [pending["watch_id"]]
+            assert len(await relay_dms(boss)) == 3
+        finally:
+            for client in (boss, alice, admin):
+                await client.aclose()
+
+
+async def test_an_agent_whose_node_went_away_is_not_gone(relay: RunningRelay) -> None:
+    async with raw_node(relay.url, relay.key, "boss-node") as (home, _):
+        boss = RelayClient(relay.url, await host(home, "boss"))
+        try:
+            async with raw_node(relay.url, relay.key, "worker-node") as (away, _):
+                await host(away, "worker")
+                await report(away, "worker", status("busy", "idle"))
+                made = await watch(boss, "worker", "idle")
+            await until_offline(relay, boss, "worker")
+            # Offline, not gone: the watch waits, even when made now.
+            later = await watch(boss, "worker", "idle")
+            listed = await boss.call("GET", "/v1/watches")
+            assert [w["watch_id"] for w in listed] == [made["watch_id"], later["watch_id"]]
+            async with raw_node(relay.url, relay.key, "worker-node") as (away, _):
+                await host(away, "worker")
+                await report(away, "worker", status("idle"))
+                notices = [await dm_to(home, "boss") for _ in range(2)]
+            assert [n["metadata"]["watch_id"] for n in notices] == [
+                made["watch_id"], later["watch_id"],
+            ]  # fmt: skip
+            assert {n["metadata"]["outcome"] for n in notices} == {"met"}
+            assert len(await relay_dms(boss)) == 2
+        finally:
+            await boss.aclose()
+
+
+async def until_offline(relay: RunningRelay, client: RelayClient, agent: str) -> None:
+    """Wait (on the store's commits, no polling) until ``agent`` is offline."""
+    with anyio.fail_after(10):
+        while True:
+            waiter = relay.store.committed.waiter()
+            if (await client.call("GET", f"/v1/agents/{agent}"))["status"] == "offline":
+                return
+            await waiter.wait()
 
 
 async def test_a_cancelled_watch_does_not_fire(relay: RunningRelay) -> None:
@@ -325,3 +460,34 @@ async def test_an_event_the_relay_stopped_before_notifying_fires_after_restart_o
             assert await boss.call("GET", "/v1/watches") == []
             fired, _ = await store.events_after(workspace_id, 0, types=["watch.fired"])
             assert len(fired) == 1
+
+
+async def test_an_agent_deregistered_while_the_relay_was_down_is_gone_once_after_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "relay.db"
+    key = await new_workspace(path)
+    async with serving(path) as (url, store), raw_node(url, key) as (node, _):
+        hosted = await node.request({"type": "agent.register", "name": "worker"})
+        token = await host(node, "boss")
+        await report(node, "worker", status("busy", "idle"))
+        async with clients_at(url, token) as boss:
+            made = await watch(boss, "worker", "idle")
+        workspace_id = (await store.list_watches(None))[0].workspace_id
+    # The deregistration is committed and the relay is gone before any notice: as if it
+    # died between the two.
+    store = await SqliteStore.open(path)
+    await store.unbind_agent(hosted["data"]["agent_id"])
+    await store.aclose()
+    for _ in range(2):  # and once more: no second notice
+        async with serving(path) as (url, store), clients_at(url, token) as boss:
+            [notice] = await relay_dms(boss)
+            assert notice["text"] == (
+                "@worker is gone (deregistered by node node-1): it will not become idle"
+            )
+            assert (notice["metadata"]["watch_id"], notice["metadata"]["outcome"]) == (
+                made["watch_id"], "gone",
+            )  # fmt: skip
+            assert await boss.call("GET", "/v1/watches") == []
+            fired, _ = await store.events_after(workspace_id, 0, types=["watch.fired"])
+            assert [e.data["outcome"] for e in fired] == ["gone"]

@@ -2,17 +2,27 @@
 takes a delivery; the relay tells it with a DM from its system participant ``relay``.
 
 What fires a watch is in the workspace's event log, where the runtime's nodes put their
-sessions' events (``agent.events`` frames):
+sessions' events (``agent.events`` frames) and the relay what it knows itself:
 
 - ``idle``: a ``status.changed`` event of the agent whose ``state`` is ``idle`` or
   ``ready`` (both are idle boundaries: see `SessionState.is_idle`);
 - ``delivered``: a ``delivery.delivered`` event of the agent; with a ``message_id``, only
   that message's, and its ``delivery.failed`` fires the watch too (the message will never
-  be taken: the notice says so).
+  be taken: the notice says so);
+- either: an ``agent.deregistered`` event of the agent (`AGENT_DEREGISTERED`: its node
+  deregistered it, as the runtime's do when its session ends or is released). What the
+  watch waits for will not come, and the notice says the agent is gone. An agent that is
+  merely offline (its node went away, and may come back with it) is not gone.
 
 Only events after the watch was made fire it (its ``after_seq``), except that a watch
 whose condition already holds fires at once: the agent's last status before the watch
-is idle, or the message's receipt is final.
+is idle, or the message's receipt is final; or the agent is gone already (which beats
+an idle status before it, not a final receipt: the message was taken, or not, all the
+same).
+
+The notice's data (the DM's metadata and the ``watch.fired`` event) says how it ended in
+``outcome``: ``met`` (idle, or took the delivery), ``failed`` (the watched message's
+delivery failed) or ``gone``.
 
 `WatchService.run` follows the log from a cursor kept in the store, waking on the
 store's commit notifier. Firing is one transaction that deletes the watch (see
@@ -24,15 +34,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskStatus
 
 from ..logs import get_logger
-from .store import EventRecord, Store, Watch, WatchOn
+from .store import AGENT_DEREGISTERED, EventRecord, Store, Watch, WatchOn
 
-__all__ = ["IDLE_STATES", "WatchService", "fires", "notice"]
+__all__ = ["IDLE_STATES", "Outcome", "WatchService", "fires", "notice"]
+
+Outcome = Literal["met", "failed", "gone"]
 
 IDLE_STATES = frozenset({"idle", "ready"})
 PAGE = 500
@@ -41,6 +53,8 @@ CURSOR_EVERY = 1000  # store the cursor when it has moved this far: a short catc
 
 def fires(watch: Watch, event: EventRecord) -> bool:
     """Whether ``event`` (of the watched agent, after the watch was made) fires ``watch``."""
+    if event.type == AGENT_DEREGISTERED:
+        return True  # gone: what the watch waits for will not come
     if watch.on == "idle":
         return event.type == "status.changed" and event.data.get("state") in IDLE_STATES
     if watch.message_id is None:
@@ -51,10 +65,16 @@ def fires(watch: Watch, event: EventRecord) -> bool:
 
 def notice(watch: Watch, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The DM's text and structured data for ``watch`` fired by ``event``."""
-    agent, data = watch.agent_name, event.get("data") or {}
-    if watch.on == "idle":
+    agent, data, kind = watch.agent_name, event.get("data") or {}, event.get("type")
+    outcome: Outcome = "met"
+    if kind == AGENT_DEREGISTERED:
+        outcome = "gone"
+        why = f"deregistered by node {data['node']}" if data.get("node") else "deregistered"
+        text = f"@{agent} is gone ({why}): it will not {_awaited(watch)}"
+    elif watch.on == "idle":
         text = f"@{agent} is idle"
-    elif event.get("type") == "delivery.failed":
+    elif kind == "delivery.failed":
+        outcome = "failed"
         reason = data.get("reason") or "failed"
         text = f"@{agent} did not take message {data.get('message_id')}: {reason}"
     else:
@@ -62,7 +82,14 @@ def notice(watch: Watch, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     fields: dict[str, Any] = {"watch_id": watch.id, "agent": agent, "on": watch.on}
     if watch.message_id is not None:
         fields["message_id"] = watch.message_id
-    return text, {**fields, "notify": watch.watcher_name, "event": event}
+    return text, {**fields, "notify": watch.watcher_name, "outcome": outcome, "event": event}
+
+
+def _awaited(watch: Watch) -> str:
+    """What ``watch`` waits for the agent to do, as in "it will not …"."""
+    if watch.on == "idle":
+        return "become idle"
+    return f"take message {watch.message_id}" if watch.message_id else "take a delivery"
 
 
 class WatchService:
@@ -123,27 +150,37 @@ class WatchService:
                 await self._fire(watch, event.model_dump())
 
     async def _settle(self, watch: Watch) -> None:
-        """Fire ``watch`` if what it waits for held when it was made."""
+        """Fire ``watch`` if what it waits for held when it was made, or its agent is gone."""
+        held = await self._held(watch)
+        gone = await self.store.gone_event(watch.agent_id)
+        # A receipt is news even of an agent gone since; an idle status before it is not.
+        if held is not None and (watch.on == "delivered" or gone is None):
+            await self._fire(watch, held)
+        elif gone is not None:
+            await self._fire(watch, gone.model_dump())
+
+    async def _held(self, watch: Watch) -> dict[str, Any] | None:
+        """The event by which what ``watch`` waits for held when it was made, if it did."""
         if watch.on == "idle":
             last = await self.store.last_status(
                 watch.workspace_id, watch.agent_name, watch.after_seq
             )
-            if last is not None and _idle(last):
-                await self._fire(watch, last.model_dump())
-        elif watch.message_id is not None:
-            delivery = await self.store.delivery_of(watch.agent_id, watch.message_id)
-            if delivery is not None and delivery.status in ("delivered", "failed"):
-                # Its event is somewhere in the log; the receipt says the same.
-                event = {
-                    "seq": None, "type": f"delivery.{delivery.status}", "agent": watch.agent_name,
-                    "action": None, "created_at": delivery.updated_at,
-                    "data": {
-                        "delivery_id": delivery.id, "message_id": delivery.message_id,
-                        "agent_name": watch.agent_name, "seq": delivery.seq,
-                        "reason": delivery.reason, "evidence": delivery.evidence,
-                    },
-                }  # fmt: skip
-                await self._fire(watch, event)
+            return last.model_dump() if last is not None and _idle(last) else None
+        if watch.message_id is None:
+            return None
+        delivery = await self.store.delivery_of(watch.agent_id, watch.message_id)
+        if delivery is None or delivery.status not in ("delivered", "failed"):
+            return None
+        # Its event is somewhere in the log; the receipt says the same.
+        return {
+            "seq": None, "type": f"delivery.{delivery.status}", "agent": watch.agent_name,
+            "action": None, "created_at": delivery.updated_at,
+            "data": {
+                "delivery_id": delivery.id, "message_id": delivery.message_id,
+                "agent_name": watch.agent_name, "seq": delivery.seq,
+                "reason": delivery.reason, "evidence": delivery.evidence,
+            },
+        }  # fmt: skip
 
     async def _fire(self, watch: Watch, event: dict[str, Any]) -> None:
         text, data = notice(watch, event)
@@ -155,7 +192,10 @@ class WatchService:
             self.log.error("watch_not_fired", watch=watch.id, error=repr(exc))
             return
         if fired is not None:
-            self.log.info("watch_fired", watch=watch.id, agent=watch.agent_name, on=watch.on)
+            self.log.info(
+                "watch_fired", watch=watch.id, agent=watch.agent_name, on=watch.on,
+                outcome=data["outcome"],
+            )  # fmt: skip
 
 
 def _idle(event: EventRecord) -> bool:
