@@ -1,5 +1,5 @@
 """Workspace tools: who is there, which channels exist, joining one, and asking the
-relay for a notice when another agent becomes idle or takes a delivery."""
+relay for a notice when another agent becomes idle or takes a delivery (or is gone)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,11 @@ def workspace_tools(ctx: AgentContext) -> list[ToolSpec]:
             "Ask the relay to send you a message when another agent becomes idle "
             "(on: 'idle', it finished its turn) or has taken a delivery (on: 'delivered'; "
             "with message_id, the delivery of that message, e.g. one you sent it). "
-            "Returns at once with the watch id; the notice comes later as a message.",
+            "Returns at once with the watch id; the notice comes later as a message, once "
+            "(at once if it holds already). If the agent is gone (its session ended or was "
+            "released), the notice says so instead (outcome 'gone'): what you wait for will "
+            "not come. An agent merely offline (its node disconnected) may come back, and is "
+            "waited for.",
             obj(
                 {
                     "agent": NAME,
