@@ -722,6 +722,12 @@ class Store(Protocol):
         """Mark the file deleted; `NotFound` if unknown or deleted already."""
         ...
 
+    async def abandon_uploads(self, declared_before: str) -> list[FileRecord]:
+        """Mark deleted every file still pending that was declared (``created_at``) before
+        ``declared_before``, an ISO timestamp; those files. Their bytes are the caller's
+        to drop."""
+        ...
+
     async def attach_files(self, message_id: str, file_ids: Sequence[str]) -> None: ...
 
     async def message_attachments(self, message_id: str) -> list[FileRecord]:
@@ -732,6 +738,12 @@ class Store(Protocol):
 
     async def set_presence(self, agent_id: str, status: AgentStatus) -> Agent:
         """Set the agent's status, and its last_seen to now."""
+        ...
+
+    async def expire_presence(self, seen_before: str, live_nodes: Sequence[str]) -> list[Agent]:
+        """Mark offline every agent online whose last_seen is before ``seen_before`` (an ISO
+        timestamp), except those hosted by a node of ``live_nodes`` (connected now: the
+        connection keeps them online); those agents. Their last_seen is left as it was."""
         ...
 
     # Watches: one-shot notices, to a watcher, that an agent went idle or took a delivery.

@@ -83,6 +83,9 @@ class Files(SqliteBase):
     async def delete_file(self, file_id: str) -> FileRecord:
         return await self._write(partial(_delete_file, file_id))
 
+    async def abandon_uploads(self, declared_before: str) -> list[FileRecord]:
+        return await self._write(partial(_abandon_uploads, declared_before))
+
     async def attach_files(self, message_id: str, file_ids: Sequence[str]) -> None:
         await self._write(partial(_attach_files, message_id, list(file_ids)))
 
@@ -167,6 +170,18 @@ def _delete_file(file_id: str, conn: sqlite3.Connection) -> FileRecord:
     if found is None or done.rowcount != 1:
         raise NotFound(f"unknown file {file_id!r}")
     return found
+
+
+def _abandon_uploads(declared_before: str, conn: sqlite3.Connection) -> list[FileRecord]:
+    """The files still pending that were declared before ``declared_before``, marked
+    deleted; their records. A file completed meanwhile is not pending: it is left alone."""
+    done = conn.execute(
+        "UPDATE files SET status = 'deleted' WHERE status = 'pending' AND created_at < ?"
+        " RETURNING id",
+        (declared_before,),
+    ).fetchall()
+    found = [_file(conn, row["id"]) for row in done]
+    return [record for record in found if record is not None]
 
 
 def _attach_files(message_id: str, file_ids: list[str], conn: sqlite3.Connection) -> None:
