@@ -23,6 +23,7 @@ import uvicorn
 from ..exceptions import ConfigError
 from ..fsutil import write_private
 from ..serving import ReadyServer, listen_tcp
+from .housekeeping import HousekeepingConfig
 from .http_protocol import CoalescingHttpToolsProtocol
 from .rest import relay_app
 from .sqlite import SqliteStore
@@ -68,7 +69,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 
 def server_config(app: Any) -> uvicorn.Config:
-    """How the relay is served: no access log, the app's lifespan (the watch service),
+    """How the relay is served: no access log, the app's lifespan (its services),
     16 MiB node frames, and no per-message deflate on the node socket (its frames are
     small JSON: compressing them cost ~0.7 ms of CPU a message at fan-out 10). No
     proxy-headers middleware: the relay uses no client address, and it cost a layer of
@@ -95,8 +96,11 @@ async def run_embedded(
     host: str = "127.0.0.1",
     port: int = 0,
     workspace: str = "local",
+    housekeeping: HousekeepingConfig | None = None,
 ) -> AsyncIterator[EmbeddedRelay]:
-    """Serve the relay until the block ends; yields once it accepts connections."""
+    """Serve the relay until the block ends; yields once it accepts connections.
+    ``housekeeping``: when agents whose heartbeats stopped go offline, and abandoned
+    uploads are deleted (by default after 90 s and an hour)."""
     relay_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240 - once
     store = await SqliteStore.open(relay_dir / "relay.db")
     try:
@@ -105,7 +109,7 @@ async def run_embedded(
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         info = WorkspaceInfo(name=name, key=key, relay_url=f"http://{shown}:{bound}")
-        server = ReadyServer(server_config(relay_app(store)))
+        server = ReadyServer(server_config(relay_app(store, housekeeping=housekeeping)))
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(server.serve, [sock])

@@ -155,6 +155,10 @@ class Hub:
         """Whether the node is connected now."""
         return node_id in self._nodes
 
+    def live_nodes(self) -> list[str]:
+        """The ids of the nodes connected now."""
+        return list(self._nodes)
+
     def handle(self, workspace_id: str, actions: list[str], link: Link) -> None:
         """``link`` handles exactly ``actions`` from now on (nothing, if it is gone)."""
         if link in self._gone:

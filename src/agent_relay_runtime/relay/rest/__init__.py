@@ -6,11 +6,15 @@ errors, auth, bodies, views). See docs/relaycast-rest.md for the shapes.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 from starlette.applications import Starlette
 
 from ..actions import ActionService
+from ..housekeeping import Housekeeping, HousekeepingConfig
 from ..hub import Hub
 from ..node_server import node_route
 from ..store import Store
@@ -23,9 +27,16 @@ from .kit import Api, ApiError
 __all__ = ["Api", "ApiError", "relay_app"]
 
 
-def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
-    """The relay over ``store``: the REST API, the event log's streams and the node socket.
-    Uploaded files are kept in ``files_dir``; by default next to the store's database
+def relay_app(
+    store: Store,
+    *,
+    files_dir: Path | None = None,
+    housekeeping: HousekeepingConfig | None = None,
+) -> Starlette:
+    """The relay over ``store``: the REST API, the event log's streams and the node socket,
+    and while it serves (its lifespan) the watch service and the housekeeping (with
+    ``housekeeping``'s limits; `Housekeeping` is ``app.state.housekeeping``). Uploaded
+    files are kept in ``files_dir``; by default next to the store's database
     (``relay.db``: ``relay-files/``)."""
     if files_dir is None:
         database = getattr(store, "path", None)
@@ -36,7 +47,15 @@ def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
     hub = Hub(store)
     service = ActionService(store, hub)
     watches = WatchService(store)
-    return Starlette(
+    keeper = Housekeeping(store, hub.live_nodes, partial(files.drop_bytes, files_dir), housekeeping)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # uvicorn runs it with lifespan="on"; the services stop, in reverse, with the app.
+        async with watches.lifespan(app), keeper.lifespan(app):
+            yield
+
+    app = Starlette(
         # Starlette tries routes in order: the busiest first (posting a message matched
         # after twenty others cost ~6% of its CPU). No two modules' paths overlap.
         routes=[
@@ -47,5 +66,7 @@ def relay_app(store: Store, *, files_dir: Path | None = None) -> Starlette:
             *actions.routes(api, service), *events.routes(api), node_route(api, hub, service),
             *watch_routes.routes(api, watches), *node_routes.routes(api, hub),
         ],
-        lifespan=watches.lifespan,  # runs the watch service (uvicorn with lifespan="on")
+        lifespan=lifespan,
     )  # fmt: skip
+    app.state.housekeeping = keeper
+    return app

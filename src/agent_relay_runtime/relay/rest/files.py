@@ -11,7 +11,9 @@ named by the file id, and read back from ``GET /v1/files/{id}/content`` (the ``u
 - Size: a file is at most `MAX_FILE_BYTES` (declaring more is a 413), and the bytes PUT
   must be exactly the size declared (more: 413, fewer: 400 ``size_mismatch``).
 - The upload URL expires `UPLOAD_TTL` after the upload is declared (then 410); bytes
-  received in time may still be completed later. A file takes bytes until it is complete.
+  received in time may still be completed later, until the relay's housekeeping gives the
+  upload up: a file still pending an hour after it was declared (`HousekeepingConfig`) is
+  deleted, its bytes too. A file takes bytes until it is complete.
 - Only the uploader PUTs, completes or deletes its file (403 ``not_file_owner``).
 - Who sees a file (gets it, lists it, downloads it, attaches it): its uploader, and every
   agent who can read a message it is attached to (any channel's, or a DM's participants);
@@ -43,6 +45,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "UPLOAD_TTL",
     "attachments_of",
+    "drop_bytes",
     "file_info",
     "routes",
 ]
@@ -104,6 +107,15 @@ async def attachments_of(api: Api, caller: Caller, ids: Sequence[str] | None) ->
     return found
 
 
+async def drop_bytes(files_dir: Path, file_id: str) -> None:
+    """Remove what ``files_dir`` holds of a file: its bytes, and the part files of uploads
+    of it that never finished (the relay stopped while writing them)."""
+    directory = anyio.Path(files_dir)
+    await (directory / file_id).unlink(missing_ok=True)
+    async for part in directory.glob(f".{file_id}.*.part"):
+        await part.unlink(missing_ok=True)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -157,7 +169,7 @@ def routes(api: Api, files_dir: Path) -> list[Route]:
         if declared is not None and declared.isdigit() and int(declared) > record.size:
             raise ApiError(413, "file_too_large", f"{declared} bytes, {record.size} declared")
         await directory.mkdir(parents=True, exist_ok=True)
-        part = directory / f".{record.id}.{secrets.token_hex(4)}.part"
+        part = directory / f".{record.id}.{secrets.token_hex(4)}.part"  # see drop_bytes
         try:
             received = 0
             async with await anyio.open_file(part, "wb") as out:
@@ -216,7 +228,7 @@ def routes(api: Api, files_dir: Path) -> list[Route]:
             await store.delete_file(record.id)
         except NotFound:
             raise ApiError(404, "file_not_found", f"no file {record.id!r}") from None
-        await (directory / record.id).unlink(missing_ok=True)
+        await drop_bytes(files_dir, record.id)
         return {"file_id": record.id, "deleted": True}
 
     async def download(request: Request) -> Response:

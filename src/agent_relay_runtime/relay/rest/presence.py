@@ -1,8 +1,10 @@
 """Presence: an agent marks itself online (each heartbeat) or offline.
 
-Each call sets the agent's ``status`` and its ``last_seen`` to now. Nothing turns an agent
-offline when its heartbeats stop: a reader judges ``last_seen`` (the SDK heartbeats every
-30 s over its socket; over REST it is up to the caller).
+Each call sets the agent's ``status`` and its ``last_seen`` to now. An agent whose
+heartbeats stop is marked offline by the relay's housekeeping once its ``last_seen`` is
+older than the presence timeout (90 s by default: three of the SDK's 30 s heartbeats, so
+a caller over REST heartbeats more often than that); its ``last_seen`` stays. An agent
+hosted by a connected node stays online without heartbeats: see `relay.housekeeping`.
 """
 
 from __future__ import annotations
