@@ -167,6 +167,12 @@ async def upload(client: RelayClient, name: str, data: bytes | None) -> str:
     return str(declared["file_id"])
 
 
+async def file_status(relay: Relay, file_id: str) -> str:
+    record = await relay.store.file_by_id(file_id)
+    assert record is not None
+    return record.status
+
+
 async def test_an_abandoned_upload_is_deleted_with_its_bytes_a_complete_file_stays(
     relay: Relay,
 ) -> None:
@@ -182,21 +188,20 @@ async def test_an_abandoned_upload_is_deleted_with_its_bytes_a_complete_file_sta
 
     # Young uploads are left alone.
     assert (await relay.housekeeping.sweep(datetime.now(UTC))).abandoned == []
-    assert (await relay.store.file_by_id(partial)).status == "pending"  # type: ignore[union-attr]
+    assert await file_status(relay, partial) == "pending"
 
     far = datetime.now(UTC) + timedelta(seconds=TTL, minutes=1)
     swept = await relay.housekeeping.sweep(far)
     assert sorted(f.id for f in swept.abandoned) == sorted([partial, empty])
     for file_id in (partial, empty):
-        record = await relay.store.file_by_id(file_id)
-        assert record is not None and record.status == "deleted"
+        assert await file_status(relay, file_id) == "deleted"
         with pytest.raises(RelayError) as missing:
             await alice.call("GET", f"/v1/files/{file_id}")
         assert missing.value.status == 404
     assert not (relay.files_dir / partial).exists() and not stray.exists()
     assert [f["file_id"] for f in await alice.call("GET", "/v1/files")] == [done]
     assert (relay.files_dir / done).read_bytes() == b"xyz"
-    assert (await relay.store.file_by_id(done)).status == "complete"  # type: ignore[union-attr]
+    assert await file_status(relay, done) == "complete"
     assert (await relay.housekeeping.sweep(far)).abandoned == []  # once
 
 
@@ -209,11 +214,9 @@ async def test_the_sweeps_run_by_themselves_while_the_relay_serves(tmp_path: Pat
         file_id = await upload(bob, "notes.txt", b"abc")
 
         async def swept() -> bool:
-            record = await relay.store.file_by_id(file_id)
-            assert record is not None
             return (
                 (await status(relay, "bob"))[0] == "offline"
-                and record.status == "deleted"
+                and await file_status(relay, file_id) == "deleted"
                 and not (relay.files_dir / file_id).exists()
             )
 
