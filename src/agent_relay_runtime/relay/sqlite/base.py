@@ -45,7 +45,10 @@ __all__ = ["SqliteBase", "migrations", "timestamp"]
 
 T = TypeVar("T")
 
-PIPELINE = 2  # batches on their way to the writer at once: one committing, one waiting
+# Batches on their way to the writer at once: one committing, the next ones waiting, so
+# the writer never waits for this process between commits (2: ~1480, 3: ~1710, 4: ~1710
+# msg/s on the REST bench at C = 64; more means smaller batches, more pages a message).
+PIPELINE = 3
 DIRECTORY_CACHE = 10_000  # entries; dropped whole when full (a bound, not an eviction policy)
 
 
