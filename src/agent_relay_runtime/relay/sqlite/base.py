@@ -3,9 +3,9 @@
 Changes are made by the writer process (`writer`), the database's only writer, and
 group-committed: the changes that arrive while a batch is on its way go together into
 the next transaction, each in a savepoint of its own (one that fails is rolled back
-alone), and every caller returns only after the commit that holds its change. Two
-batches may be on their way at once (one committing, the next sent), so the writer never
-waits for this process between commits. A commit is what costs (with fan-out, five
+alone), and every caller returns only after the commit that holds its change. Up to
+`PIPELINE` batches may be on their way at once (one committing, the next ones sent), so
+the writer does not wait for this process between commits. A commit is what costs (with fan-out, five
 times the work of the change itself), so this is what lets many writers through. With
 WAL and ``synchronous=NORMAL`` a commit survives the process being killed (a power loss
 may lose the last commits, which ``synchronous="full"`` prevents at a cost).
