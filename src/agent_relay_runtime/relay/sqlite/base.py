@@ -5,10 +5,10 @@ group-committed: the changes that arrive while a batch is on its way go together
 the next transaction, each in a savepoint of its own (one that fails is rolled back
 alone), and every caller returns only after the commit that holds its change. Up to
 `PIPELINE` batches may be on their way at once (one committing, the next ones sent), so
-the writer does not wait for this process between commits. A commit is what costs (with fan-out, five
-times the work of the change itself), so this is what lets many writers through. With
-WAL and ``synchronous=NORMAL`` a commit survives the process being killed (a power loss
-may lose the last commits, which ``synchronous="full"`` prevents at a cost).
+the writer does not wait for this process between commits. A commit is what costs (with
+fan-out, five times the work of the change itself), so this is what lets many writers
+through. With WAL and ``synchronous=NORMAL`` a commit survives the process being killed
+(a power loss may lose the last commits, which ``synchronous="full"`` prevents at a cost).
 
 Reads use this process's own connection (``query_only``), in a worker thread, one call
 at a time; with WAL they see every commit that was answered before they started.

@@ -84,6 +84,9 @@ class Files(SqliteBase):
         return await self._write(partial(_delete_file, file_id))
 
     async def abandon_uploads(self, declared_before: str) -> list[FileRecord]:
+        # Looked for first: a sweep that finds nothing commits nothing.
+        if not await self._rows(f"SELECT 1 FROM files WHERE {_ABANDONED} LIMIT 1", declared_before):
+            return []
         return await self._write(partial(_abandon_uploads, declared_before))
 
     async def attach_files(self, message_id: str, file_ids: Sequence[str]) -> None:
@@ -172,12 +175,14 @@ def _delete_file(file_id: str, conn: sqlite3.Connection) -> FileRecord:
     return found
 
 
+_ABANDONED = "status = 'pending' AND created_at < ?"  # declared before a time, not complete
+
+
 def _abandon_uploads(declared_before: str, conn: sqlite3.Connection) -> list[FileRecord]:
     """The files still pending that were declared before ``declared_before``, marked
     deleted; their records. A file completed meanwhile is not pending: it is left alone."""
     done = conn.execute(
-        "UPDATE files SET status = 'deleted' WHERE status = 'pending' AND created_at < ?"
-        " RETURNING id",
+        f"UPDATE files SET status = 'deleted' WHERE {_ABANDONED} RETURNING id",
         (declared_before,),
     ).fetchall()
     found = [_file(conn, row["id"]) for row in done]

@@ -19,7 +19,11 @@ class Presence(SqliteBase):
         return await self._write(partial(_set_presence, agent_id, status))
 
     async def expire_presence(self, seen_before: str, live_nodes: Sequence[str]) -> list[Agent]:
-        return await self._write(partial(_expire_presence, seen_before, list(live_nodes)))
+        nodes = json.dumps(list(live_nodes))
+        # Looked for first: a sweep that finds nothing commits nothing.
+        if not await self._rows(f"SELECT 1 FROM agents WHERE {_STALE} LIMIT 1", seen_before, nodes):
+            return []
+        return await self._write(partial(_expire_presence, seen_before, nodes))
 
 
 _RETURNING = (
@@ -43,17 +47,20 @@ def _set_presence(agent_id: str, status: AgentStatus, conn: sqlite3.Connection) 
     return _agent(row)
 
 
-def _expire_presence(
-    seen_before: str, live_nodes: list[str], conn: sqlite3.Connection
-) -> list[Agent]:
+# Online, not seen since a time, not hosted by a live node (given as a JSON list).
+_STALE = (
+    "status = 'online' AND coalesce(last_seen, created_at) < ?"
+    " AND (node_id IS NULL OR node_id NOT IN (SELECT value FROM json_each(?)))"
+)
+
+
+def _expire_presence(seen_before: str, live_nodes: str, conn: sqlite3.Connection) -> list[Agent]:
     """Offline: the agents online but not seen since ``seen_before``, except those hosted by
     a node of ``live_nodes``; those agents, as stored. Checked in the writer's transaction,
     so an agent seen meanwhile (a heartbeat, its node binding it again) stays online.
     ``last_seen`` stays as it was: the agent was not seen going."""
     rows = conn.execute(
-        "UPDATE agents SET status = 'offline' WHERE status = 'online'"
-        " AND coalesce(last_seen, created_at) < ?"
-        f" AND (node_id IS NULL OR node_id NOT IN (SELECT value FROM json_each(?))){_RETURNING}",
-        (seen_before, json.dumps(live_nodes)),
+        f"UPDATE agents SET status = 'offline' WHERE {_STALE}{_RETURNING}",
+        (seen_before, live_nodes),
     ).fetchall()
     return [_agent(row) for row in rows]
