@@ -63,9 +63,9 @@ def test_the_embedded_workspace_and_send_through_it(daemon: Daemon, short_dir: P
     daemon.ok("create", "claude", "--name", "worker", "--command", str(FAKE_CLAUDE), "--env", env)
     sent = json.loads(daemon.ok("send", "@worker", "hello through the relay", "--wait", "--json"))
     [receipt] = sent["receipts"]
-    assert (receipt["agent_name"], receipt["status"], receipt["acked"]) == (
-        "worker", "delivered", True,
-    )  # fmt: skip
+    # Not `acked`: the node's cumulative ack is a write of its own, after the receipt, and
+    # may not be committed yet when --wait reads the final receipt (tests/relay cover acks).
+    assert (receipt["agent_name"], receipt["status"]) == ("worker", "delivered")
     prompts = [t for t in read_trace(trace) if t["event"] == "submit"]
     assert len(prompts) == 1 and "hello through the relay" in json.dumps(prompts[0])
     # Bad input: one line, and the daemon carries on.
