@@ -8,6 +8,7 @@ import sqlite3
 from functools import partial
 from pathlib import Path
 
+import anyio
 import psutil
 import pytest
 
@@ -66,5 +67,33 @@ async def test_reads_cannot_write(tmp_path: Path) -> None:
     try:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             await store._read(lambda conn: conn.execute("DELETE FROM workspaces"))
+    finally:
+        await store.aclose()
+
+
+async def test_deliveries_are_handed_on_in_seq_order(tmp_path: Path) -> None:
+    """Messages posted at once, committed in pipelined batches: the deliveries reach the
+    listeners (the node pushes) in each agent's seq order, none missing."""
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    try:
+        workspace, _ = await store.create_workspace("w")
+        sender, _ = await store.register_agent(workspace.id, "sender")
+        agents = [(await store.register_agent(workspace.id, f"a{n}"))[0] for n in range(3)]
+        channel = await store.create_channel(workspace.id, "general")
+        seen: dict[str, list[int]] = {agent.id: [] for agent in agents}
+        store.on_deliveries.append(
+            lambda deliveries, _: [seen[d.agent_id].append(d.seq) for d in deliveries]
+        )
+
+        async def post(n: int) -> None:
+            await store.post_message(
+                workspace_id=workspace.id, channel_id=channel.id, sender_id=sender.id,
+                text=f"m {n}", targets=[agent.id for agent in agents],
+            )  # fmt: skip
+
+        async with anyio.create_task_group() as tg:
+            for n in range(120):
+                tg.start_soon(post, n)
+        assert all(seqs == list(range(1, 121)) for seqs in seen.values()), seen
     finally:
         await store.aclose()

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 
 import anyio
 
@@ -44,6 +44,7 @@ from .writer import Writer, connect, directory_version
 __all__ = ["SqliteBase", "migrations", "timestamp"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 # Batches on their way to the writer at once: one committing, the next ones waiting, so
 # the writer never waits for this process between commits (2: ~1480, 3: ~1710, 4: ~1710
@@ -107,13 +108,28 @@ class SqliteBase:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    @overload
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    @overload
+    async def _write(self, fn: Callable[[sqlite3.Connection], U], then: Callable[[U], T]) -> T: ...
+
+    async def _write(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        then: Callable[[Any], Any] | None = None,
+    ) -> Any:
         """Run ``fn`` in a transaction (its own savepoint) in the writer process, committed
         before this returns. ``fn`` is pickled: a module-level function or a partial of
-        one, taking the connection last; its result and exceptions are pickled back."""
+        one, taking the connection last; its result and exceptions are pickled back.
+
+        ``then``, if given, makes the result into what this returns, in this process, as
+        soon as the commit is answered and in the order the changes were committed, before
+        any caller resumes: what must follow commit order (pushing a message's deliveries,
+        whose seqs the writer assigned in that order) goes there."""
         if not self._queued:  # the first change of the next batch: its event, for all
             self._batch_done = anyio.Event()
-        change: _Change[T] = _Change(fn, self._batch_done)
+        change: _Change[Any] = _Change(fn, self._batch_done, then)
         self._queued.append(change)
         if self._committers < PIPELINE:
             # This caller sends batches, for itself and for whoever queues meanwhile, while
@@ -139,6 +155,11 @@ class SqliteBase:
             self.directory_version = version
         for each, (result, error) in zip(batch, outcomes, strict=True):
             each.result, each.error = result, error
+            if error is None and each.then is not None:
+                try:
+                    each.result = each.then(result)
+                except Exception as exc:  # the caller gets it; the batch goes on
+                    each.error = exc
         done.set()
         self.committed.notify()
 
@@ -171,8 +192,13 @@ class SqliteBase:
 class _Change(Generic[T]):
     """A change waiting for its commit, and how it went."""
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], T], done: anyio.Event) -> None:
-        self.fn = fn
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        done: anyio.Event,
+        then: Callable[[Any], T] | None,
+    ) -> None:
+        self.fn, self.then = fn, then
         self.done = done  # its batch's
         self.result: T | None = None
         self.error: BaseException | None = None

@@ -69,14 +69,20 @@ class Deliveries(Polling):
         names = await self._names(sender_id, channel_id)
         wanted = list(dict.fromkeys(targets))
 
-        seqs, attached = await self._write(
-            partial(_write_message, message, names, mode, wanted, attachments)
+        def pushed(answer: tuple[list[int], list[dict[str, Any]]]) -> NewDeliveries:
+            # Made here from what the writer assigned (less to send back than the models),
+            # and handed on in commit order: each agent's deliveries come in seq order.
+            seqs, attached = answer
+            rows = list(zip(wanted, seqs, strict=True))
+            deliveries = NewDeliveries(rows, message.id, mode, now)
+            payload = push_payload(message, names, mode, attached)
+            for listener in self.on_deliveries:
+                listener(deliveries, payload)
+            return deliveries
+
+        deliveries = await self._write(
+            partial(_write_message, message, names, mode, wanted, attachments), pushed
         )
-        # Made here from what the writer assigned (less to send back than the models).
-        deliveries = NewDeliveries(list(zip(wanted, seqs, strict=True)), message.id, mode, now)
-        payload = push_payload(message, names, mode, attached)
-        for listener in self.on_deliveries:
-            listener(deliveries, payload)
         return message, deliveries
 
     async def _names(self, sender_id: str, channel_id: str) -> dict[str, Any]:

@@ -141,18 +141,23 @@ class Watches(SqliteBase):
     async def fire_watch(
         self, watch_id: str, text: str, data: dict[str, Any]
     ) -> tuple[Message, EventRecord] | None:
-        done = await self._write(
+        def pushed(
+            done: tuple[Message, EventRecord, Delivery, dict[str, Any]] | None,
+        ) -> tuple[Message, EventRecord] | None:
+            if done is None:
+                return None
+            message, fired, delivery, payload = done
+            for listener in self.on_deliveries:  # in commit order, as a message's are
+                listener([delivery], payload)
+            return message, fired
+
+        return await self._write(
             partial(
                 _fire_watch, watch_id, text, data, _SystemIds.new(), ordered_id("chn"),
                 ordered_id("msg"),
-            )
+            ),
+            pushed,
         )  # fmt: skip
-        if done is None:
-            return None
-        message, fired, delivery, payload = done
-        for listener in self.on_deliveries:
-            listener([delivery], payload)
-        return message, fired
 
     async def watch_cursor(self) -> int:
         rows = await self._rows("SELECT seq FROM watch_cursor WHERE id = 1")
