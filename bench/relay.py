@@ -4,7 +4,8 @@
 
 - store, one writer: post_message awaited one after another (a transaction each);
 - store, concurrent writers: all posts at once (group commit puts many in a transaction);
-- raw SQLite baseline: the same rows inserted from Python in one transaction, no store.
+- raw SQLite baselines: the same rows inserted from Python in one transaction, no store;
+  and in commits of --batch messages with a savepoint each (as the writer process commits).
 
 Each post writes the message, one delivery row per target agent and the message.created
 event, committed before the call returns. Writes JSON to bench/results/relay.json.
@@ -61,8 +62,10 @@ async def store_rates(messages: int, fanout: int) -> tuple[float, float]:
     return sequential, concurrent
 
 
-def raw_rate(messages: int, fanout: int) -> float:
-    """The schema's rows from plain sqlite3 in one transaction: the ceiling from Python."""
+def raw_rate(messages: int, fanout: int, batch: int | None = None) -> float:
+    """The schema's rows from plain sqlite3 in one transaction (the ceiling from Python),
+    or committed ``batch`` messages at a time with a savepoint a message (the shape of
+    the relay's writer process, without its JSON and pickling)."""
     from agent_relay_runtime.relay.sqlite.base import migrate
 
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
@@ -87,6 +90,11 @@ def raw_rate(messages: int, fanout: int) -> float:
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         for m in range(messages):
+            if batch is not None:
+                if m and m % batch == 0:
+                    conn.execute("COMMIT")
+                    conn.execute("BEGIN IMMEDIATE")
+                conn.execute("SAVEPOINT change")
             conn.execute(
                 "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, created_at)"
                 " VALUES (?, 'w', 'c', 'a0', 'x', 't')",
@@ -107,6 +115,8 @@ def raw_rate(messages: int, fanout: int) -> float:
                 "INSERT INTO events (workspace_id, type, data, created_at)"
                 " VALUES ('w', 'message.created', '{}', 't')"
             )
+            if batch is not None:
+                conn.execute("RELEASE change")
         conn.execute("COMMIT")
         rate = messages / (time.perf_counter() - started)
         conn.close()
@@ -117,16 +127,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--fanout", type=int, default=10)
+    parser.add_argument(
+        "--batch", type=int, default=27, help="messages a commit (the writer's at C = 128)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "relay.json")
     args = parser.parse_args()
     sequential, concurrent = anyio.run(store_rates, args.messages, args.fanout)
     raw = raw_rate(args.messages, args.fanout)
+    batched = raw_rate(args.messages, args.fanout, args.batch)
     results: dict[str, Any] = {
         "fanout": args.fanout,
         "messages": args.messages,
         "store_sequential_msg_s": round(sequential),
         "store_concurrent_msg_s": round(concurrent),
         "raw_sqlite_one_txn_msg_s": round(raw),
+        "raw_sqlite_batched_msg_s": round(batched),
+        "batch": args.batch,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -136,6 +152,7 @@ def main() -> None:
         ("store, one writer", sequential),
         ("store, concurrent writers", concurrent),
         ("raw sqlite3, one transaction", raw),
+        (f"raw sqlite3, {args.batch} a commit, savepoints", batched),
     ):
         print(f"{name:38} {rate:>8.0f} {rate / raw:>7.2f}")
     print(f"target: >= 2000 msg/s through the relay\nwritten: {args.out}")
