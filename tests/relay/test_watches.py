@@ -491,3 +491,31 @@ async def test_an_agent_deregistered_while_the_relay_was_down_is_gone_once_after
             assert await boss.call("GET", "/v1/watches") == []
             fired, _ = await store.events_after(workspace_id, 0, types=["watch.fired"])
             assert [e.data["outcome"] for e in fired] == ["gone"]
+
+
+async def test_no_log_reads_while_no_watch_is_pending(relay: RunningRelay) -> None:
+    """With no watch pending the service waits for one instead of reading the log after
+    every commit; a watch made later still fires on the events after it."""
+    store = relay.store
+    reads = 0
+    read_log = store.watched_events
+
+    async def counted(cursor: int, limit: int = 500) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read_log(cursor, limit)
+
+    store.watched_events = counted  # type: ignore[method-assign]
+    async with raw_node(relay.url, relay.key) as (node, _):
+        await host(node, "worker")
+        boss = RelayClient(relay.url, await host(node, "boss"))
+        try:
+            before = reads
+            for n in range(20):  # twenty commits, and their events
+                await report(node, "worker", status("busy" if n % 2 else "idle"))
+            assert reads - before <= 1  # at most the read that found no watch
+            await watch(boss, "@worker", "idle")  # the worker's last status: busy
+            await report(node, "worker", status("idle"))
+            assert (await dm_to(node, "boss"))["text"] == "@worker is idle"
+        finally:
+            await boss.aclose()

@@ -780,10 +780,10 @@ class Store(Protocol):
 
     async def watched_events(
         self, cursor: int, limit: int = 500
-    ) -> tuple[list[tuple[str, EventRecord]], int]:
+    ) -> tuple[list[tuple[str, EventRecord]], int, bool]:
         """(workspace id, event) of every workspace with ``seq > cursor`` of the types
-        that fire watches, in order, and the cursor to continue from; none while no watch
-        is pending (the cursor moves to the head)."""
+        that fire watches, in order, the cursor to continue from, and whether any watch is
+        pending; none while no watch is pending (the cursor moves to the head)."""
         ...
 
     async def last_status(

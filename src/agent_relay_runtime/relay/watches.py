@@ -98,6 +98,10 @@ class WatchService:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.log = get_logger(component="relay.watches")
+        # Told of each watch made (by `watch`, the only way one is made): while none is
+        # pending, `run` waits for this instead of reading the log after every commit.
+        self._made = anyio.Event()
+        self._made_after: int | None = None  # the least after_seq of those made since
 
     async def watch(
         self,
@@ -109,6 +113,9 @@ class WatchService:
     ) -> Watch:
         """A new watch; fired before this returns if its condition holds already."""
         watch = await self.store.add_watch(workspace_id, watcher_id, agent_id, on, message_id)
+        after = self._made_after
+        self._made_after = watch.after_seq if after is None else min(after, watch.after_seq)
+        self._made.set()
         await self._settle(watch)
         return watch
 
@@ -129,7 +136,7 @@ class WatchService:
         started = False
         while True:
             waiter = self.store.committed.waiter()  # before reading: no commit is missed
-            found, cursor = await self.store.watched_events(cursor, PAGE)
+            found, cursor, watching = await self.store.watched_events(cursor, PAGE)
             for workspace_id, event in found:
                 await self._on_event(workspace_id, event)
             if cursor - saved >= CURSOR_EVERY:
@@ -140,7 +147,15 @@ class WatchService:
             if not started:
                 task_status.started()
                 started = True
-            await waiter.wait()
+            if watching:
+                await waiter.wait()
+                continue
+            # No watch is pending: nothing in the log can fire one before one is made, and
+            # a watch fires only on events after its after_seq.
+            await self._made.wait()
+            self._made = anyio.Event()
+            if self._made_after is not None:
+                cursor, self._made_after = max(cursor, self._made_after), None
 
     async def _on_event(self, workspace_id: str, event: EventRecord) -> None:
         if event.agent is None or (event.type == "status.changed" and not _idle(event)):

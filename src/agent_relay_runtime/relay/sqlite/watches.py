@@ -90,13 +90,13 @@ class Watches(SqliteBase):
 
     async def watched_events(
         self, cursor: int, limit: int = 500
-    ) -> tuple[list[tuple[str, EventRecord]], int]:
+    ) -> tuple[list[tuple[str, EventRecord]], int, bool]:
         marks = ", ".join("?" * len(WATCHED_TYPES))
 
-        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, EventRecord]], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, EventRecord]], int, bool]:
             head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM watches)").fetchone()[0]:
-                return [], max(head, cursor)  # nothing to fire: skip the log
+                return [], max(head, cursor), False  # nothing to fire: skip the log
             rows = conn.execute(
                 "SELECT workspace_id, seq, type, agent, action, data, created_at FROM events"
                 f" WHERE seq > ? AND seq <= ? AND type IN ({marks}) ORDER BY seq LIMIT ?",
@@ -104,7 +104,7 @@ class Watches(SqliteBase):
             ).fetchall()
             found = [(row["workspace_id"], _event(row)) for row in rows]
             # A full page stops at its last event; a short one saw everything to the head.
-            return found, (found[-1][1].seq if len(found) == limit else max(head, cursor))
+            return found, (found[-1][1].seq if len(found) == limit else max(head, cursor)), True
 
         return await self._read(read)
 
