@@ -874,6 +874,20 @@ class Store(Protocol):
         """Drop the agent's binding to the node; False if there was none."""
         ...
 
+    # Agents' implicit direct nodes (relaycast's ``POST /v1/agent/node-token``).
+
+    async def direct_node_token(self, agent_id: str) -> tuple[NodeEntry, str]:
+        """The agent's direct node (made on first use: role ``direct``, ``max_agents`` 1,
+        named ``direct-<agent name>``) and a new node token for it (shown once; the token
+        it had before stops working). `NotFound` for an unknown agent."""
+        ...
+
+    async def host_direct_agent(self, node_id: str) -> tuple[str, int]:
+        """The direct node's agent online and hosted by it (as `bind_agent` does for an
+        agent a node registers, but no token is made: the agent has its own); the agent's
+        id and acknowledged seq. `Conflict` if the node is no agent's direct node."""
+        ...
+
 
 WatchOn = Literal["idle", "delivered"]
 # Logged when a node deregisters an agent (``agent.deregister``, or an ``inventory.sync``
@@ -911,6 +925,7 @@ class NodeEntry(Node):
     max_agents: int = 0  # 0: no limit
     tags: list[str] = []
     enrolled: bool = False  # it holds a node token
+    direct_agent_id: str | None = None  # an agent's implicit direct node: that agent's id
 
 
 class NodeBinding(BaseModel):

@@ -7,6 +7,7 @@ from .base import migrations
 from .channel_admin import ChannelAdmin
 from .conversations import Conversations
 from .deliveries import Deliveries, delivery_id, parse_delivery_id
+from .direct_nodes import DirectNodes
 from .directory import Directory
 from .dms import Dms
 from .events import Events
@@ -23,6 +24,7 @@ __all__ = ["SqliteStore", "delivery_id", "migrations", "parse_delivery_id"]
 class SqliteStore(
     Nodes,
     NodeRegistry,
+    DirectNodes,
     Directory,
     Conversations,
     Deliveries,

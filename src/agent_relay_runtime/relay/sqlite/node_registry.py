@@ -28,7 +28,7 @@ from ..store import (
 )
 from .base import SqliteBase, timestamp
 
-__all__ = ["NodeRegistry"]
+__all__ = ["NodeRegistry", "node_entry_of"]
 
 _BOUND = (
     "SELECT b.id, b.node_id, b.agent_id, a.name AS agent_name, b.session_ref, b.priority,"
@@ -71,21 +71,21 @@ class NodeRegistry(SqliteBase):
         rows = await self._rows(
             "SELECT * FROM nodes WHERE workspace_id = ? AND name = ?", workspace_id, name
         )
-        return _entry(rows[0]) if rows else None
+        return node_entry_of(rows[0]) if rows else None
 
     async def node_entry_by_id(self, node_id: str) -> NodeEntry | None:
         rows = await self._rows("SELECT * FROM nodes WHERE id = ?", node_id)
-        return _entry(rows[0]) if rows else None
+        return node_entry_of(rows[0]) if rows else None
 
     async def node_entries(self, workspace_id: str) -> list[NodeEntry]:
         rows = await self._rows(
             "SELECT * FROM nodes WHERE workspace_id = ? ORDER BY name", workspace_id
         )
-        return [_entry(row) for row in rows]
+        return [node_entry_of(row) for row in rows]
 
     async def node_by_token(self, token: str) -> NodeEntry | None:
         rows = await self._rows("SELECT * FROM nodes WHERE token_hash = ?", hash_secret(token))
-        return _entry(rows[0]) if rows else None
+        return node_entry_of(rows[0]) if rows else None
 
     async def bind_node_agent(
         self,
@@ -164,7 +164,7 @@ def _enroll_node(
             row["id"],
         ),
     ).fetchone()
-    return _entry(updated)
+    return node_entry_of(updated)
 
 
 def _bind_node_agent(
@@ -232,7 +232,8 @@ def _on_node(conn: sqlite3.Connection, node_id: str, hosted: bool) -> set[str]:
     return found
 
 
-def _entry(row: sqlite3.Row) -> NodeEntry:
+def node_entry_of(row: sqlite3.Row) -> NodeEntry:
+    """A ``nodes`` row as the roster's entry."""
     return NodeEntry(
         **{
             **dict(row),

@@ -122,7 +122,8 @@ def _bind_agent(
 ) -> tuple[str, int]:
     """The agent online on the node (``new_id`` if new) with a token; its id and acked seq."""
     row = conn.execute(
-        "SELECT id, node_id, kind FROM agents WHERE workspace_id = ? AND name = ?",
+        "SELECT a.id, a.node_id, a.kind, n.direct_agent_id IS a.id AS direct FROM agents a"
+        " LEFT JOIN nodes n ON n.id = a.node_id WHERE a.workspace_id = ? AND a.name = ?",
         (workspace_id, name),
     ).fetchone()
     if row is None:
@@ -138,6 +139,10 @@ def _bind_agent(
         conn.execute("INSERT INTO agent_cursors (agent_id) VALUES (?)", (agent_id,))
     elif row["node_id"] is None or row["kind"] != "agent":
         raise Conflict(f"the name {name!r} belongs to a participant no node hosts")
+    elif row["direct"]:
+        # Hosted by its own direct node (its token's holder connects as it): no other
+        # node takes it, or any node token could mint tokens for that agent.
+        raise Conflict(f"the agent {name!r} connects through its own direct node")
     else:
         agent_id = row["id"]
         conn.execute(
