@@ -151,6 +151,10 @@ class Hub:
             return True
         return False
 
+    def node_link(self, node_id: str) -> Link | None:
+        """The node's connection now, if it is connected."""
+        return self._nodes.get(node_id)
+
     def node_live(self, node_id: str) -> bool:
         """Whether the node is connected now."""
         return node_id in self._nodes

@@ -9,7 +9,13 @@ many agents as the node may (`capacity`): then an ``error`` ``node_capacity_exce
 the code ``POST /v1/nodes/{name}/agents`` refuses a full node with (an agent it hosts
 already is not a new one, and ``agent.deregister`` makes room); ``delivery.receipt`` and
 ``delivery.ack`` record what the runtime did with a delivery; ``action.result`` ends an
-invocation; ``agent.events`` adds session events to the workspace's log. A frame that
+invocation; ``agent.events`` adds session events to the workspace's log.
+
+An agent's direct node (its token from ``POST /v1/agent/node-token``: the relaycast SDK's
+``WsClient`` with an agent token) hosts that agent from its ``node.register`` on, without
+an ``agent.register``, and only it (``max_agents`` 1: another agent is
+``node_capacity_exceeded``); its acks are any node's. When a newer connection of a direct
+node registers, the older one is closed (code 4009): the agent's deliveries go to one. A frame that
 cannot be accepted is answered with an ``error`` frame naming the problem and the
 connection carries on. A node silent for `DEAD_AFTER` seconds is dropped (relaycast
 nodes heartbeat every 15–30 s); the relay pings every `PING_EVERY` s.
@@ -192,7 +198,7 @@ class NodeLink:
                 return None
             text = message.get("text")
             return text if text is not None else (message.get("bytes") or b"").decode()
-        await self._close(4008, f"no frame for {timeout:g} s")
+        await self.close(4008, f"no frame for {timeout:g} s")
         return None
 
     async def _register(self) -> bool:
@@ -220,12 +226,35 @@ class NodeLink:
         self.node_id = self.node.id
         enrolled = await self.store.node_entry_by_id(self.node.id)
         self.max_agents = capacity(frame.max_agents, enrolled.max_agents if enrolled else 0)
+        before = self.hub.node_link(self.node.id)
         self.hub.node_connected(self)
+        direct = enrolled is not None and enrolled.direct_agent_id is not None
+        pump = await self._host_direct() if direct else None
         accepted = await self.actions.handler_online(self.workspace.id, self, frame.capabilities)
         data = {"node_id": self.node.id, "name": self.node.name, "accepted_capabilities": accepted}
         await self.send(Reply(id=frame.id, data=data))
-        self.log.info("node_registered", node=self.node.name)
+        if pump is not None:
+            self.task_group.start_soon(pump.run)
+        if direct and isinstance(before, NodeLink) and before is not self:
+            # One agent, one socket: the connection this one replaces gets nothing more
+            # (its pump stopped when this one's started), so it is told to go rather
+            # than left open and silent. A reconnecting SDK meets a dead one here.
+            await before.close(4009, "superseded by a newer connection of this direct node")
+        self.log.info("node_registered", node=self.node.name, direct=direct)
         return True
+
+    async def _host_direct(self) -> Pump:
+        """An agent's direct node (``POST /v1/agent/node-token``) registers without an
+        ``agent.register``: its agent is hosted from the start, as if it had sent one.
+        The pump is returned to start once the node has its reply."""
+        assert self.node is not None
+        agent_id, acked = await self.store.host_direct_agent(self.node.id)
+        agent = await self.store.agent_by_id(agent_id)
+        assert agent is not None
+        pump = Pump(self.store, agent, self, acked)
+        self.hub.attach(pump)
+        self.agents[agent.name] = (agent, pump)
+        return pump
 
     async def _read(self, read: MemoryObjectSendStream[str]) -> None:
         """Read frames for `_handle_all` until the socket closes or goes silent."""
@@ -415,7 +444,8 @@ class NodeLink:
             await anyio.sleep(PING_EVERY)  # a heartbeat period, not synchronization
             await self.send(Ping())
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (its reader then ends the connection)."""
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, reason=reason)
 

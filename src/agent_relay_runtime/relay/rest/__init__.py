@@ -19,7 +19,19 @@ from ..hub import Hub
 from ..node_server import node_route
 from ..store import Store
 from ..watches import WatchService
-from . import actions, agents, channels, deliveries, dms, events, files, inbox, messages, presence
+from . import (
+    actions,
+    agent_node,
+    agents,
+    channels,
+    deliveries,
+    dms,
+    events,
+    files,
+    inbox,
+    messages,
+    presence,
+)
 from . import nodes as node_routes
 from . import watches as watch_routes
 from .kit import Api, ApiError
@@ -65,6 +77,7 @@ def relay_app(
             *files.routes(api, files_dir),
             *actions.routes(api, service), *events.routes(api), node_route(api, hub, service),
             *watch_routes.routes(api, watches), *node_routes.routes(api, hub),
+            *agent_node.routes(api, hub),
         ],
         lifespan=lifespan,
     )  # fmt: skip
