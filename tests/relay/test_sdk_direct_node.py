@@ -223,3 +223,12 @@ async def test_a_direct_node_hosts_its_agent_only(relay: RunningRelay) -> None:
             async with raw_node(relay.url, relay.key, "broker") as (broker, _):
                 taken = await broker.request({"type": "agent.register", "name": "bob"})
                 assert taken["type"] == "error" and "direct node" in taken["message"]
+
+
+async def test_an_agent_a_connected_node_hosts_gets_no_direct_node(relay: RunningRelay) -> None:
+    async with raw_node(relay.url, relay.key, "broker") as (broker, _):
+        hosted = await broker.request({"type": "agent.register", "name": "carol"})
+        refused = await node_token(relay, hosted["data"]["token"])
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "agent_hosted_by_node"
+    assert [n.name for n in await relay.store.node_entries(relay.workspace_id)] == ["broker"]
