@@ -81,6 +81,7 @@ _EXACT_EVENTS = (
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 _READY_LINE = b"[gateway] ready"
 _LOST_AFTER = 30.0  # a gateway unreachable this long ends the session
+_ABORT_TRIES = 5  # chat.abort asks for a steer, each after the run began or was refused
 _FILE_TOOLS = ("write", "edit")
 _PATCH_LINE = re.compile(r"^\*\*\* (Add|Update|Delete) File: (.+)$", re.MULTILINE)
 _PATCH_CHANGE = {"Add": "created", "Update": "modified", "Delete": "deleted"}
@@ -365,13 +366,19 @@ class OpenClawGatewayDriver(Driver):
 
     async def _abort_running(self, client: GatewayClient) -> None:
         """``chat.abort`` the session's run. A run accepted but not begun yet is not
-        abortable (the abort answers ``aborted: false``): wait for it to begin, then again."""
-        while True:
+        abortable (the abort answers ``aborted: false``): wait for it to begin, then ask
+        again; one that began while the refusal was on its way is asked again at once (a
+        few times at most: a gateway that keeps refusing is left to finish the run)."""
+        for _ in range(_ABORT_TRIES):
+            # Taken before asking: the start may come in with (or just after) the answer,
+            # before this task runs again, and must not be missed.
+            began = self._run_began.waiter()
             answer = await client.request("chat.abort", {"sessionKey": self.key}, 5.0)
-            if (answer or {}).get("aborted") or not self._active - self._begun:
-                return
-            with anyio.fail_after(5.0):
-                await self._run_began.wait()
+            if (answer or {}).get("aborted") or not self._active:
+                return  # aborted, or nothing runs any more
+            if self._active - self._begun:
+                with anyio.fail_after(5.0):
+                    await began.wait()
 
     # -- protocol in ---------------------------------------------------------------------------
 
