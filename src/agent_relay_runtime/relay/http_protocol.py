@@ -14,7 +14,7 @@ through: frames are not held.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -25,8 +25,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` over a transport that joins a write to the one after it."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        super().connection_made(_JoiningTransport(transport))
+        # A stream transport (uvloop's is one too, without subclassing asyncio's).
+        super().connection_made(_JoiningTransport(cast(asyncio.Transport, transport)))
 
 
 class _JoiningTransport(asyncio.Transport):
