@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-__all__ = ["CallbackStatus", "Notifier", "collapse_single", "wait_any"]
+__all__ = ["CallbackStatus", "Notifier", "collapse_single", "running", "wait_any"]
 
 
 class Notifier:
@@ -30,6 +31,16 @@ class Notifier:
         """The event the next `notify` sets: take it *before* checking for work, then wait
         on it, and a notify that comes while checking is not missed."""
         return self._event
+
+
+@asynccontextmanager
+async def running(run: Callable[..., Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """``run`` in a task of its own for the block: started (it reports so through its
+    ``task_status``) before the block, cancelled after it. A service's lifespan."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(run)
+        yield
+        tg.cancel_scope.cancel()
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -22,8 +22,8 @@ job that fails is logged, and the next sweep tries again.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -31,6 +31,7 @@ from typing import TypeVar
 import anyio
 from anyio.abc import TaskStatus
 
+from ..aio import running
 from ..logs import get_logger
 from .store import Agent, FileRecord, Store
 
@@ -87,13 +88,9 @@ class Housekeeping:
         self.config = config or HousekeepingConfig()
         self.log = get_logger(component="relay.housekeeping")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: object) -> AsyncIterator[None]:
+    def lifespan(self, app: object) -> AbstractAsyncContextManager[None]:
         """Run the sweeps while the app serves (a Starlette lifespan)."""
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.run)
-            yield
-            tg.cancel_scope.cancel()
+        return running(self.run)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Report started, then sweep at once and every `HousekeepingConfig.interval`

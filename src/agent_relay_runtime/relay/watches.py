@@ -32,13 +32,13 @@ and an event committed just before the relay died still fires its watch when it 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskStatus
 
+from ..aio import running
 from ..logs import get_logger
 from .store import AGENT_DEREGISTERED, EventRecord, Store, Watch, WatchOn
 
@@ -119,13 +119,9 @@ class WatchService:
         await self._settle(watch)
         return watch
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: object) -> AsyncIterator[None]:
+    def lifespan(self, app: object) -> AbstractAsyncContextManager[None]:
         """Run the service while the app serves (a Starlette lifespan)."""
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.run)
-            yield
-            tg.cancel_scope.cancel()
+        return running(self.run)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Catch up (watches made just before a restart, then the log from the stored
