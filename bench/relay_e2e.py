@@ -5,6 +5,7 @@
     python bench/relay_e2e.py --runs 3          # each throughput run 3 times, the best kept
     python bench/relay_e2e.py --compare OLD.json   # ratios against figures written by --out
     python bench/relay_e2e.py --profile 8      # one REST run, the relay under cProfile
+    python bench/relay_e2e.py --default-gc     # the relay with CPython's default GC thresholds
 
 - throughput: a relay (SqliteStore on a temp file, relay_app under uvicorn, in a process
   of its own, as `agent-relay-runtime relay` runs it) and 11 agents: a sender and 10
@@ -66,6 +67,7 @@ sys.path[:0] = [str(ROOT / "src")]
 from agent_relay_runtime.aio import Notifier  # noqa: E402
 from agent_relay_runtime.contract import SessionSpec  # noqa: E402
 from agent_relay_runtime.exceptions import SessionNotFound  # noqa: E402
+from agent_relay_runtime.gc_policy import tune_for_serving  # noqa: E402
 from agent_relay_runtime.logs import configure_logging  # noqa: E402
 from agent_relay_runtime.node.hosting import RelayHost  # noqa: E402
 from agent_relay_runtime.node.link import node_socket_url  # noqa: E402
@@ -79,6 +81,7 @@ FAKE_CLAUDE = ROOT / "fixtures" / "fake_agents" / "fake_claude_stream.py"
 FANOUT = 10
 TARGET_RATE = 2000
 TARGET_P50, TARGET_P99 = 15.0, 60.0
+DEFAULT_GC = "RELAY_BENCH_DEFAULT_GC"  # set: the relay's processes keep CPython's GC defaults
 
 
 def pct(values: list[float], q: float) -> float:
@@ -713,10 +716,18 @@ def main() -> None:
         "--floor", action="store_true",
         help="also the HTTP stack alone (uvicorn + Starlette, a trivial handler), at each C",
     )  # fmt: skip
+    parser.add_argument(
+        "--default-gc", action="store_true",
+        help="the relay with CPython's default collector thresholds (as before gc_policy)",
+    )  # fmt: skip
     parser.add_argument("--serve-relay", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_logging("warning")
+    if args.default_gc:
+        os.environ[DEFAULT_GC] = "1"  # the relay processes started from here inherit it
+    if not os.environ.get(DEFAULT_GC):
+        tune_for_serving()  # as `agent-relay-runtime relay` and `serve` run
     if args.serve_relay is not None:
         anyio.run(serve_relay_child, args.serve_relay)
         return

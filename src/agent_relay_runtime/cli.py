@@ -203,6 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import anyio
 
     from .daemon.server import DaemonConfig, serve
+    from .gc_policy import tune_for_serving
     from .logs import configure_logging
 
     configure_logging(args.log_level)
@@ -217,6 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.node_name:
         config.node_name = args.node_name
+    tune_for_serving()
     return anyio.run(serve, config)
 
 
@@ -227,10 +229,12 @@ def _names(text: str | None) -> list[str] | None:
 def cmd_relay(args: argparse.Namespace) -> int:
     import anyio
 
+    from .gc_policy import tune_for_serving
     from .logs import configure_logging
     from .relay.embedded import serve_alone
 
     configure_logging(args.log_level)
+    tune_for_serving()
     return anyio.run(serve_alone, _data_dir(args) / "relay", args.host, args.port, args.workspace)
 
 

@@ -39,6 +39,7 @@ import anyio
 from anyio.abc import Process, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ...gc_policy import tune_for_serving
 from ..store import StoreError
 
 __all__ = ["Change", "Outcome", "Writer", "commit", "connect", "directory_version", "main"]
@@ -257,4 +258,5 @@ def serve(path: Path, synchronous: str, sock: socket.socket) -> None:
 
 def main() -> None:
     """The writer process: ``DATABASE SYNCHRONOUS FD`` (the socket it inherited)."""
+    tune_for_serving()
     serve(Path(sys.argv[1]), sys.argv[2], socket.socket(fileno=int(sys.argv[3])))
