@@ -13,6 +13,8 @@ import psutil
 import pytest
 
 from agent_relay_runtime.relay.sqlite import SqliteStore
+from agent_relay_runtime.relay.sqlite.base import migrate
+from agent_relay_runtime.relay.sqlite.writer import commit, connect
 from agent_relay_runtime.relay.store import StoreError
 
 pytestmark = pytest.mark.anyio
@@ -97,3 +99,40 @@ async def test_deliveries_are_handed_on_in_seq_order(tmp_path: Path) -> None:
         assert all(seqs == list(range(1, 121)) for seqs in seen.values()), seen
     finally:
         await store.aclose()
+
+
+def _note(text: str, fail: bool, conn: sqlite3.Connection) -> str:
+    conn.execute("INSERT INTO notes (text) VALUES (?)", (text,))
+    if fail:
+        raise ValueError(f"{text} refused")
+    return text
+
+
+def _batch_database(tmp_path: Path) -> sqlite3.Connection:
+    conn = connect(tmp_path / "batch.db", "normal")
+    migrate(conn)
+    conn.execute("CREATE TABLE notes (text TEXT NOT NULL)")
+    return conn
+
+
+def test_a_batch_commits_every_change_and_a_change_that_raises_is_undone_alone(
+    tmp_path: Path,
+) -> None:
+    conn = _batch_database(tmp_path)
+    try:
+        outcomes, version = commit(conn, [partial(_note, "a", False), partial(_note, "b", False)])
+        assert outcomes == [("a", None), ("b", None)] and version is not None
+        # The second change wrote before it raised: its row goes, the others' stay (the
+        # ones before it were run again after the rollback, and are there once).
+        outcomes, _ = commit(
+            conn,
+            [partial(_note, "c", False), partial(_note, "d", True), partial(_note, "e", False)],
+        )
+        assert [result for result, _ in outcomes] == ["c", None, "e"]
+        assert isinstance(outcomes[1][1], ValueError) and str(outcomes[1][1]) == "d refused"
+        assert [r[0] for r in conn.execute("SELECT text FROM notes ORDER BY rowid")] == [
+            "a", "b", "c", "e",
+        ]  # fmt: skip
+        assert not conn.in_transaction
+    finally:
+        conn.close()

@@ -75,18 +75,20 @@ def directory_version(conn: sqlite3.Connection) -> int:
 
 def commit(conn: sqlite3.Connection, batch: list[Change]) -> Answer:
     """One transaction for the batch; a change that raises is undone alone. Each change's
-    outcome, and the directory's version as committed (None if nothing was)."""
-    outcomes: list[Outcome] = []
+    outcome, and the directory's version as committed (None if nothing was).
+
+    The batch runs first without a savepoint a change (each costs two statements and a
+    copy of every page the change touches: ~7% of a message's write); if a change raises,
+    the transaction is rolled back and the batch runs again with them. A change is a
+    function of its arguments and the database alone, so running it again is safe."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for change in batch:
-            conn.execute("SAVEPOINT change")
-            try:
-                outcomes.append((change(conn), None))
-            except Exception as exc:  # the caller gets it; the others go on
-                conn.execute("ROLLBACK TO change")
-                outcomes.append((None, exc))
-            conn.execute("RELEASE change")
+        try:
+            outcomes: list[Outcome] = [(change(conn), None) for change in batch]
+        except Exception:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = [_alone(conn, change) for change in batch]
         version = directory_version(conn)
         conn.execute("COMMIT")
         return outcomes, version
@@ -94,6 +96,18 @@ def commit(conn: sqlite3.Connection, batch: list[Change]) -> Answer:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         return [(None, exc)] * len(batch), None
+
+
+def _alone(conn: sqlite3.Connection, change: Change) -> Outcome:
+    """The change in a savepoint of its own: undone alone if it raises."""
+    conn.execute("SAVEPOINT change")
+    try:
+        return change(conn), None
+    except Exception as exc:  # the caller gets it; the others go on
+        conn.execute("ROLLBACK TO change")
+        return None, exc
+    finally:
+        conn.execute("RELEASE change")
 
 
 class _Sent:
