@@ -107,8 +107,8 @@ def raw_rate(messages: int, fanout: int, batch: int | None = None) -> float:
                     (agent,),
                 ).fetchone()
                 conn.execute(
-                    "INSERT INTO deliveries (agent_id, seq, workspace_id, message_id, mode,"
-                    " status, updated_at) VALUES (?, ?, 'w', ?, 'wait', 'pending', 't')",
+                    "INSERT INTO deliveries (agent_id, seq, message_id, mode, status, updated_at)"
+                    " VALUES (?, ?, ?, 'wait', 'pending', 't')",
                     (agent, seq, f"m{m}"),
                 )
             conn.execute(

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from agent_relay_runtime.relay.sqlite import SqliteStore, migrations
+from agent_relay_runtime.relay.sqlite.delivery_rows import keyed_rows
 from agent_relay_runtime.relay.store import (
     AckOutOfRange,
     Conflict,
@@ -231,3 +232,90 @@ def test_store_errors_survive_pickling() -> None:
     for error in (NotFound("n"), Conflict("c"), AckOutOfRange("a"), StoreError("s")):
         again = pickle.loads(pickle.dumps(error))
         assert (type(again), str(again)) == (type(error), str(error))
+
+
+async def test_a_database_from_before_lean_deliveries_keeps_them_and_their_receipts(
+    tmp_path: Path,
+) -> None:
+    """Migration 0011 rebuilds deliveries without their workspace column and gives each
+    message its deliveries' keys: what an older relay wrote reads as it did."""
+    path = tmp_path / "relay.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    for version, sql in migrations():
+        if version <= 10:
+            conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+    conn.executescript(
+        """
+        INSERT INTO workspaces VALUES ('wks_1', 'w', 'hash', 't');
+        INSERT INTO agents (id, workspace_id, name, kind, token_hash, created_at) VALUES
+            ('agt_s', 'wks_1', 'sender', 'agent', 'h1', 't'),
+            ('agt_a', 'wks_1', 'a', 'agent', 'h2', 't'),
+            ('agt_b', 'wks_1', 'b', 'agent', 'h3', 't');
+        INSERT INTO agent_cursors (agent_id, last_seq)
+            VALUES ('agt_s', 0), ('agt_a', 1), ('agt_b', 1);
+        INSERT INTO channels (id, workspace_id, name, kind, created_at)
+            VALUES ('ch_1', 'wks_1', 'general', 'channel', 't');
+        INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, created_at)
+            VALUES ('msg_1', 'wks_1', 'ch_1', 'agt_s', 'old', '2026-01-01T00:00:00.000Z'),
+                   ('msg_2', 'wks_1', 'ch_1', 'agt_s', 'to no one', '2026-01-01T00:00:01.000Z');
+        INSERT INTO deliveries (agent_id, seq, workspace_id, message_id, mode, status,
+                                updated_at, evidence)
+            VALUES ('agt_a', 1, 'wks_1', 'msg_1', 'wait', 'delivered', 'u1', 'seen'),
+                   ('agt_b', 1, 'wks_1', 'msg_1', 'steer', 'pending', 'u2', NULL);
+        """
+    )
+    conn.close()
+
+    store = await SqliteStore.open(path)
+    try:
+        receipts = await store.receipts("msg_1")
+        assert [(r.agent_name, r.delivery.status, r.delivery.mode, r.delivery.evidence)
+                for r in receipts] == [("a", "delivered", "wait", "seen"),
+                                       ("b", "pending", "steer", None)]  # fmt: skip
+        assert await store.receipts("msg_2") == []
+        [(delivery, payload)] = await store.deliveries_after("agt_b", 0)
+        assert (delivery.seq, payload["text"], payload["channel_name"]) == (1, "old", "general")
+        await store.set_receipt(delivery.id, "delivered", evidence="now")
+        events, _ = await store.events_after("wks_1", 0, types=["delivery.delivered"])
+        assert [(e.agent, e.data["message_id"]) for e in events] == [("b", "msg_1")]
+        # Written from now on: the keys in the order of the targets.
+        message, _ = await store.post_message(
+            workspace_id="wks_1", channel_id="ch_1", sender_id="agt_s", text="new",
+            targets=["agt_b", "agt_a"],
+        )  # fmt: skip
+    finally:
+        await store.aclose()
+    conn = sqlite3.connect(path)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(deliveries)")]
+    assert "workspace_id" not in columns
+    keys = dict(conn.execute("SELECT id, delivery_keys FROM messages"))
+    assert keys["msg_2"] is None and sorted(keys["msg_1"].split()) == ["agt_a:1", "agt_b:1"]
+    assert keys[message.id] == "agt_b:2 agt_a:2"
+    conn.close()
+
+
+async def test_a_messages_receipts_are_read_by_key_not_by_scanning_deliveries(
+    store: SqliteStore,
+) -> None:
+    workspace_id, ids = await workspace_with(store, "sender", "a", "b")
+    channel = await store.create_channel(workspace_id, "general")
+    message, _ = await store.post_message(
+        workspace_id=workspace_id, channel_id=channel.id, sender_id=ids["sender"],
+        text="hi", targets=[ids["a"], ids["b"]],
+    )  # fmt: skip
+    conn = sqlite3.connect(store.path)
+    conn.row_factory = sqlite3.Row
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    rows = keyed_rows(conn, message.id)
+    conn.set_trace_callback(None)
+    assert sorted((row["agent_id"], row["seq"]) for row in rows) == sorted(
+        [(ids["a"], 1), (ids["b"], 1)]
+    )
+    plans = [
+        " / ".join(step[3] for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        for sql in statements
+    ]
+    assert plans and not any("SCAN" in plan for plan in plans), plans
+    conn.close()

@@ -33,6 +33,10 @@ from .delivery_rows import (
     attachment_view,
     delivery_from,
     delivery_id,
+    delivery_keys,
+    insert_deliveries,
+    keyed_rows,
+    next_seqs,
     parse_delivery_id,
     push_payload,
     receipt_event,
@@ -164,11 +168,12 @@ class Deliveries(Polling):
 
     async def receipts(self, message_id: str) -> list[Receipt]:
         """Every target's delivery of the message, as it stands."""
-        rows = await self._rows(
-            "SELECT d.*, a.name AS agent_name FROM deliveries d JOIN agents a"
-            " ON a.id = d.agent_id WHERE d.message_id = ? ORDER BY a.name",
-            message_id,
-        )
+
+        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            named = "SELECT d.*, a.name AS agent_name FROM deliveries d JOIN agents a"
+            return keyed_rows(conn, message_id, f"{named} ON a.id = d.agent_id")
+
+        rows = sorted(await self._read(read), key=lambda row: str(row["agent_name"]))
         return [Receipt(agent_name=row["agent_name"], delivery=delivery_from(row)) for row in rows]
 
 
@@ -211,7 +216,7 @@ def _set_receipt(
         return delivery_from(found)  # already final: the late receipt changes nothing
     delivery = delivery_from(row)
     receipt_event(
-        conn, row["workspace_id"], delivery, status, reason=reason, retryable=retryable,
+        conn, delivery, status, reason=reason, retryable=retryable,
         available_at=available_at, evidence=evidence,
     )  # fmt: skip
     return delivery
@@ -253,13 +258,16 @@ def _write_message(
     """The message, its mentions and attachments, a delivery to each target and the
     ``message.created`` event; the seq of each target's delivery (in the order of
     ``targets``) and the attachments as the push payload shows them."""
+    rows = next_seqs(conn, targets)  # first: the message's row keeps its deliveries' keys
     try:
         conn.execute(
             "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
-            " metadata, thread_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " metadata, thread_id, created_at, delivery_keys)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message.id, message.workspace_id, message.channel_id, message.agent_id,
              message.text, None if message.blocks is None else json.dumps(message.blocks),
-             json.dumps(message.metadata), message.thread_id, message.created_at),
+             json.dumps(message.metadata), message.thread_id, message.created_at,
+             delivery_keys(rows)),
         )  # fmt: skip
         if message.mentions:
             conn.executemany(
@@ -270,40 +278,6 @@ def _write_message(
         raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
     attached = _attach(conn, message.workspace_id, message.id, attachments)
     payload = push_payload(message, names, mode, attached)
-    deliveries = _deliveries(
-        conn, message.workspace_id, message.id, targets, mode, message.created_at
-    )
+    insert_deliveries(conn, message.id, rows, mode, message.created_at)
     append_event(conn, message.workspace_id, "message.created", payload, agent=names["from_name"])
-    return [seq for _, seq in deliveries.rows], attached
-
-
-def _deliveries(
-    conn: sqlite3.Connection,
-    workspace_id: str,
-    message_id: str,
-    targets: list[str],
-    mode: Literal["wait", "steer"],
-    now: str,
-) -> NewDeliveries:
-    """One delivery of the message to each target, at the target's next seq: the seqs in
-    one statement, the rows in one more."""
-    if not targets:
-        return NewDeliveries([], message_id, mode, now)
-    seqs = dict(
-        conn.execute(
-            "UPDATE agent_cursors SET last_seq = last_seq + 1"
-            f" WHERE agent_id IN ({', '.join('?' * len(targets))}) RETURNING agent_id, last_seq",
-            targets,
-        ).fetchall()
-    )
-    if len(seqs) < len(targets):
-        unknown = next(agent for agent in targets if agent not in seqs)
-        raise NotFound(f"unknown target agent {unknown!r}")
-    rows = [(agent, seqs[agent]) for agent in targets]
-    values = [v for agent, seq in rows for v in (agent, seq, workspace_id, message_id, mode, now)]
-    conn.execute(
-        "INSERT INTO deliveries (agent_id, seq, workspace_id, message_id, mode, status,"
-        " updated_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, 'pending', ?)"] * len(rows)),
-        values,
-    )
-    return NewDeliveries(rows, message_id, mode, now)
+    return [seq for _, seq in rows], attached

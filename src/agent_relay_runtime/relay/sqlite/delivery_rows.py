@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, overload
 
-from ..store import Delivery, DeliveryStatus, Message
+from ..store import Delivery, DeliveryStatus, Message, NotFound
 from .events import insert_event
 
 __all__ = [
@@ -23,6 +23,10 @@ __all__ = [
     "attachments_of",
     "delivery_from",
     "delivery_id",
+    "delivery_keys",
+    "insert_deliveries",
+    "keyed_rows",
+    "next_seqs",
     "parse_delivery_id",
     "push_payload",
     "receipt_event",
@@ -31,8 +35,8 @@ __all__ = [
 
 # A delivery's row with what its payload is made of (its message, sender, conversation).
 WITH_MESSAGE = (
-    "SELECT d.*, m.channel_id, m.agent_id AS sender_id, m.text, m.blocks, m.metadata,"
-    " m.thread_id, m.created_at, a.name AS from_name, c.name AS channel_name,"
+    "SELECT d.*, m.workspace_id, m.channel_id, m.agent_id AS sender_id, m.text, m.blocks,"
+    " m.metadata, m.thread_id, m.created_at, a.name AS from_name, c.name AS channel_name,"
     " c.kind AS channel_kind"
     " FROM deliveries d JOIN messages m ON m.id = d.message_id"
     " JOIN agents a ON a.id = m.agent_id JOIN channels c ON c.id = m.channel_id"
@@ -49,6 +53,69 @@ def parse_delivery_id(value: str) -> tuple[str, int] | None:
     if not value.startswith("del_") or not agent or not seq.isdigit():
         return None
     return f"agt_{agent}", int(seq)
+
+
+def delivery_keys(rows: Sequence[tuple[str, int]]) -> str | None:
+    """A message's ``delivery_keys`` column: its deliveries' keys, ``agent_id:seq`` separated
+    by spaces (None: it has none)."""
+    return " ".join(f"{agent}:{seq}" for agent, seq in rows) or None
+
+
+def keyed_rows(
+    conn: sqlite3.Connection, message_id: str, select: str = "SELECT d.* FROM deliveries d"
+) -> list[sqlite3.Row]:
+    """The message's delivery rows, found by the keys on its row (``select`` may join more:
+    the deliveries are ``d``), in the order of its targets."""
+    found = conn.execute("SELECT delivery_keys FROM messages WHERE id = ?", (message_id,))
+    row = found.fetchone()
+    if row is None or not row[0]:
+        return []
+    keys = [(agent, int(seq)) for agent, _, seq in (k.rpartition(":") for k in row[0].split())]
+    rows: list[sqlite3.Row] = []
+    for start in range(0, len(keys), 500):  # well within SQLite's limit on parameters
+        chunk = keys[start : start + 500]
+        # An OR of keys, not a row value IN (VALUES …): SQLite scans the table for that.
+        either = " OR ".join(["(d.agent_id = ? AND d.seq = ?)"] * len(chunk))
+        found = conn.execute(f"{select} WHERE {either}", [v for key in chunk for v in key])
+        rows += found.fetchall()
+    order = {key: n for n, key in enumerate(keys)}
+    return sorted(rows, key=lambda r: order[(r["agent_id"], r["seq"])])
+
+
+def next_seqs(conn: sqlite3.Connection, targets: Sequence[str]) -> list[tuple[str, int]]:
+    """Each target agent's next delivery seq, taken (in one statement), in the order of
+    ``targets``; `NotFound` for an unknown agent."""
+    if not targets:
+        return []
+    seqs = dict(
+        conn.execute(
+            "UPDATE agent_cursors SET last_seq = last_seq + 1"
+            f" WHERE agent_id IN ({', '.join('?' * len(targets))}) RETURNING agent_id, last_seq",
+            targets,
+        ).fetchall()
+    )
+    if len(seqs) < len(targets):
+        unknown = next(agent for agent in targets if agent not in seqs)
+        raise NotFound(f"unknown target agent {unknown!r}")
+    return [(agent, seqs[agent]) for agent in targets]
+
+
+def insert_deliveries(
+    conn: sqlite3.Connection,
+    message_id: str,
+    rows: Sequence[tuple[str, int]],
+    mode: Literal["wait", "steer"],
+    now: str,
+) -> None:
+    """The message's delivery to each ``(agent, seq)``, pending, in one statement."""
+    if not rows:
+        return
+    values = [v for agent, seq in rows for v in (agent, seq, message_id, mode, now)]
+    conn.execute(
+        "INSERT INTO deliveries (agent_id, seq, message_id, mode, status, updated_at)"
+        " VALUES " + ", ".join(["(?, ?, ?, ?, 'pending', ?)"] * len(rows)),
+        values,
+    )
 
 
 def delivery_from(row: sqlite3.Row) -> Delivery:
@@ -169,7 +236,6 @@ def with_payloads(
 
 def receipt_event(
     conn: sqlite3.Connection,
-    workspace_id: str,
     delivery: Delivery,
     status: DeliveryStatus,
     *,
@@ -178,8 +244,11 @@ def receipt_event(
     available_at: str | None = None,
     evidence: str | None = None,
 ) -> None:
-    """Append ``delivery.<status>`` for a receipt just recorded (under the agent's name)."""
-    name = conn.execute("SELECT name FROM agents WHERE id = ?", (delivery.agent_id,)).fetchone()[0]
+    """Append ``delivery.<status>`` for a receipt just recorded (under the agent's name, to
+    the agent's workspace)."""
+    name, workspace_id = conn.execute(
+        "SELECT name, workspace_id FROM agents WHERE id = ?", (delivery.agent_id,)
+    ).fetchone()
     insert_event(
         conn, workspace_id, f"delivery.{status}",
         {"delivery_id": delivery.id, "message_id": delivery.message_id, "agent_name": name,

@@ -146,7 +146,7 @@ def _settle(
     available_at: str | None,
 ) -> None:
     """Record the outcome on the delivery's row, its receipt event, and move the cursor."""
-    key, workspace_id = (row["agent_id"], row["seq"]), row["workspace_id"]
+    key = (row["agent_id"], row["seq"])
     now = timestamp()
     if outcome == "ack":
         # An agent's ack is its evidence; a node's delivered receipt (if any) stays.
@@ -157,16 +157,14 @@ def _settle(
             (evidence, now, *key),
         ).fetchone()
         if row["status"] != "delivered":
-            receipt_event(conn, workspace_id, delivery_from(done), "delivered", evidence=evidence)
+            receipt_event(conn, delivery_from(done), "delivered", evidence=evidence)
     elif outcome == "fail":
         done = conn.execute(
             "UPDATE deliveries SET status = 'failed', acked = 1, reason = ?, retryable = ?,"
             " updated_at = ? WHERE agent_id = ? AND seq = ? RETURNING *",
             (reason, retryable, now, *key),
         ).fetchone()
-        receipt_event(
-            conn, workspace_id, delivery_from(done), "failed", reason=reason, retryable=retryable
-        )
+        receipt_event(conn, delivery_from(done), "failed", reason=reason, retryable=retryable)
     else:
         done = conn.execute(
             "UPDATE deliveries SET status = 'deferred', available_at = ?, reason = ?,"
@@ -174,7 +172,7 @@ def _settle(
             (available_at, reason, now, *key),
         ).fetchone()
         receipt_event(
-            conn, workspace_id, delivery_from(done), "deferred", reason=reason,
+            conn, delivery_from(done), "deferred", reason=reason,
             available_at=available_at,
         )  # fmt: skip
         return

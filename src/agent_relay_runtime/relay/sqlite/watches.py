@@ -30,7 +30,15 @@ from ..store import (
     ordered_id,
 )
 from .base import SqliteBase, timestamp
-from .delivery_rows import delivery_from, delivery_id, push_payload
+from .delivery_rows import (
+    delivery_from,
+    delivery_id,
+    delivery_keys,
+    insert_deliveries,
+    keyed_rows,
+    next_seqs,
+    push_payload,
+)
 from .dms import dm_name
 from .events import insert_event
 
@@ -123,12 +131,8 @@ class Watches(SqliteBase):
         return _event(rows[0]) if rows else None
 
     async def delivery_of(self, agent_id: str, message_id: str) -> Delivery | None:
-        rows = await self._rows(
-            "SELECT * FROM deliveries WHERE agent_id = ? AND message_id = ? ORDER BY seq LIMIT 1",
-            agent_id,
-            message_id,
-        )
-        return delivery_from(rows[0]) if rows else None
+        rows = await self._read(lambda conn: keyed_rows(conn, message_id))
+        return next((delivery_from(row) for row in rows if row["agent_id"] == agent_id), None)
 
     async def gone_event(self, agent_id: str) -> EventRecord | None:
         rows = await self._rows(
@@ -294,21 +298,14 @@ def _dm(
         id=message_id, workspace_id=watch.workspace_id, channel_id=channel_id,
         agent_id=sender_id, text=text, metadata=metadata, created_at=now,
     )  # fmt: skip
+    [(_, seq)] = rows = next_seqs(conn, [watch.watcher_id])
     conn.execute(
         "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, metadata,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " created_at, delivery_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (message.id, message.workspace_id, channel_id, sender_id, text, json.dumps(metadata),
-         now),
+         now, delivery_keys(rows)),
     )  # fmt: skip
-    seq = conn.execute(
-        "UPDATE agent_cursors SET last_seq = last_seq + 1 WHERE agent_id = ? RETURNING last_seq",
-        (watch.watcher_id,),
-    ).fetchone()["last_seq"]
-    conn.execute(
-        "INSERT INTO deliveries (agent_id, seq, workspace_id, message_id, mode, status,"
-        " updated_at) VALUES (?, ?, ?, ?, 'wait', 'pending', ?)",
-        (watch.watcher_id, seq, watch.workspace_id, message.id, now),
-    )
+    insert_deliveries(conn, message.id, rows, "wait", now)
     delivery = Delivery(
         id=delivery_id(watch.watcher_id, seq), agent_id=watch.watcher_id, message_id=message.id,
         seq=seq, mode="wait", status="pending", acked=False, updated_at=now,
