@@ -1,5 +1,5 @@
-"""The relay's HTTP protocol writes an answer's head and body as one write, and leaves
-a connection upgraded to a websocket alone."""
+"""The relay's HTTP protocol writes an answer's head and body as one write, and on a
+connection upgraded to a websocket, the frames written in one loop step as one write."""
 
 from __future__ import annotations
 
@@ -65,13 +65,19 @@ async def test_close_sends_what_is_held_first() -> None:
     assert real.calls == [("write", b"head"), ("close", None)]
 
 
-async def test_after_an_upgrade_writes_go_straight_through() -> None:
+async def test_after_an_upgrade_the_frames_of_one_loop_step_are_one_write() -> None:
     real = Recording()
     joining = _JoiningTransport(real)
     protocol = asyncio.Protocol()
     joining.set_protocol(protocol)
-    joining.write(b"frame")
-    assert real.calls == [("set_protocol", protocol), ("write", b"frame")]
+    for n in range(3):
+        joining.write(b"frame%d;" % n)
+    assert real.calls == [("set_protocol", protocol)]  # held while the step runs
+    await next_round()
+    assert real.calls[1:] == [("write", b"frame0;frame1;frame2;")]
+    joining.write(b"next")
+    joining.close()  # sends what is held first
+    assert real.calls[2:] == [("write", b"next"), ("close", None)]
 
 
 async def test_many_answers_on_one_connection_are_whole(relay: RunningRelay) -> None:

@@ -438,6 +438,14 @@ class NodeLink:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             async for text in self._outq:
                 await self.ws.send_text(text)
+                # What else is queued now, without yielding between frames: the transport
+                # sends the frames of one loop step in one write (http_protocol).
+                while True:
+                    try:
+                        text = self._outq.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    await self.ws.send_text(text)
 
     async def _ping(self) -> None:
         while True:
