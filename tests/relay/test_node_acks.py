@@ -33,9 +33,9 @@ async def test_acks_that_come_during_a_commit_are_stored_together_in_order(
     count = 0
     receive = node_server.NodeLink._receive
 
-    async def counted(self: node_server.NodeLink, timeout: float) -> str | None:
+    async def counted(self: node_server.NodeLink) -> str | None:
         nonlocal count
-        raw = await receive(self, timeout)
+        raw = await receive(self)
         if raw is not None and '"delivery.ack"' in raw:
             count += 1
             read.notify()

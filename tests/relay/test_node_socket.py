@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from relay_sdk import AsyncRelay
@@ -11,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from agent_relay_runtime.node.link import node_socket_url
+from agent_relay_runtime.relay import node_server
 
 from .conftest import RunningRelay
 from .nodes import raw_node
@@ -168,3 +170,31 @@ async def test_max_agents_0_or_missing_is_no_limit(relay: RunningRelay) -> None:
             for name in ("a", "b", "c"):
                 answer = await node.request({"type": "agent.register", "name": name})
                 assert answer["type"] == "reply", (register, answer)
+
+
+async def test_a_node_silent_for_dead_after_is_dropped_and_one_that_talks_is_kept(
+    relay: RunningRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_server, "DEAD_AFTER", 1.0)
+    async with (
+        raw_node(relay.url, relay.key, name="talker") as (talker, _),
+        raw_node(relay.url, relay.key, name="silent") as (silent, _),
+    ):
+        started = anyio.current_time()
+        closed = anyio.Event()
+
+        async def dropped() -> None:
+            await silent.ws.wait_closed()
+            closed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(dropped)
+            with anyio.fail_after(10):
+                while not closed.is_set():  # a heartbeat every 0.2 s until the other goes
+                    assert (await talker.request({"type": "node.heartbeat"}))["type"] == "reply"
+                    with anyio.move_on_after(0.2):
+                        await closed.wait()
+        assert silent.ws.close_code == 4008 and "no frame for 1 s" in silent.ws.close_reason
+        assert anyio.current_time() - started >= 0.9
+        # The talker, silent for at most 0.2 s, is still served.
+        assert (await talker.request({"type": "node.heartbeat"}))["type"] == "reply"
