@@ -9,7 +9,6 @@ payload from the rows (`delivery_rows`).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from functools import partial
@@ -33,8 +32,7 @@ from .delivery_rows import (
     attachment_view,
     delivery_from,
     delivery_id,
-    delivery_keys,
-    insert_deliveries,
+    insert_message,
     keyed_rows,
     next_seqs,
     parse_delivery_id,
@@ -260,15 +258,7 @@ def _write_message(
     ``targets``) and the attachments as the push payload shows them."""
     rows = next_seqs(conn, targets)  # first: the message's row keeps its deliveries' keys
     try:
-        conn.execute(
-            "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks,"
-            " metadata, thread_id, created_at, delivery_keys)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (message.id, message.workspace_id, message.channel_id, message.agent_id,
-             message.text, None if message.blocks is None else json.dumps(message.blocks),
-             json.dumps(message.metadata), message.thread_id, message.created_at,
-             delivery_keys(rows)),
-        )  # fmt: skip
+        insert_message(conn, message, rows, mode)
         if message.mentions:
             conn.executemany(
                 "INSERT INTO mentions (message_id, agent_id) VALUES (?, ?)",
@@ -278,6 +268,5 @@ def _write_message(
         raise NotFound(f"unknown channel, sender, thread or mention ({exc})") from None
     attached = _attach(conn, message.workspace_id, message.id, attachments)
     payload = push_payload(message, names, mode, attached)
-    insert_deliveries(conn, message.id, rows, mode, message.created_at)
     append_event(conn, message.workspace_id, "message.created", payload, agent=names["from_name"])
     return [seq for _, seq in rows], attached

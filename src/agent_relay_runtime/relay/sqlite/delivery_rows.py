@@ -24,7 +24,7 @@ __all__ = [
     "delivery_from",
     "delivery_id",
     "delivery_keys",
-    "insert_deliveries",
+    "insert_message",
     "keyed_rows",
     "next_seqs",
     "parse_delivery_id",
@@ -100,17 +100,25 @@ def next_seqs(conn: sqlite3.Connection, targets: Sequence[str]) -> list[tuple[st
     return [(agent, seqs[agent]) for agent in targets]
 
 
-def insert_deliveries(
+def insert_message(
     conn: sqlite3.Connection,
-    message_id: str,
+    message: Message,
     rows: Sequence[tuple[str, int]],
     mode: Literal["wait", "steer"],
-    now: str,
 ) -> None:
-    """The message's delivery to each ``(agent, seq)``, pending, in one statement."""
+    """The message's row, with its deliveries' keys, and a pending delivery to each
+    ``(agent, seq)`` of ``rows`` (from `next_seqs`)."""
+    conn.execute(
+        "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, blocks, metadata,"
+        " thread_id, created_at, delivery_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (message.id, message.workspace_id, message.channel_id, message.agent_id, message.text,
+         None if message.blocks is None else json.dumps(message.blocks),
+         json.dumps(message.metadata), message.thread_id, message.created_at,
+         delivery_keys(rows)),
+    )  # fmt: skip
     if not rows:
         return
-    values = [v for agent, seq in rows for v in (agent, seq, message_id, mode, now)]
+    values = [v for a, seq in rows for v in (a, seq, message.id, mode, message.created_at)]
     conn.execute(
         "INSERT INTO deliveries (agent_id, seq, message_id, mode, status, updated_at)"
         " VALUES " + ", ".join(["(?, ?, ?, ?, 'pending', ?)"] * len(rows)),

@@ -33,8 +33,7 @@ from .base import SqliteBase, timestamp
 from .delivery_rows import (
     delivery_from,
     delivery_id,
-    delivery_keys,
-    insert_deliveries,
+    insert_message,
     keyed_rows,
     next_seqs,
     push_payload,
@@ -299,13 +298,7 @@ def _dm(
         agent_id=sender_id, text=text, metadata=metadata, created_at=now,
     )  # fmt: skip
     [(_, seq)] = rows = next_seqs(conn, [watch.watcher_id])
-    conn.execute(
-        "INSERT INTO messages (id, workspace_id, channel_id, agent_id, text, metadata,"
-        " created_at, delivery_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (message.id, message.workspace_id, channel_id, sender_id, text, json.dumps(metadata),
-         now, delivery_keys(rows)),
-    )  # fmt: skip
-    insert_deliveries(conn, message.id, rows, "wait", now)
+    insert_message(conn, message, rows, "wait")
     delivery = Delivery(
         id=delivery_id(watch.watcher_id, seq), agent_id=watch.watcher_id, message_id=message.id,
         seq=seq, mode="wait", status="pending", acked=False, updated_at=now,
