@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["CallbackStatus", "Notifier", "collapse_single", "running", "wait_any"]
+__all__ = ["CallbackStatus", "Notifier", "collapse_single", "put", "running", "take", "wait_any"]
+
+T = TypeVar("T")
 
 
 class Notifier:
@@ -86,3 +89,22 @@ async def wait_any(*events: anyio.Event) -> None:
     async with anyio.create_task_group() as tg:
         for event in events:
             tg.start_soon(one, event, tg.cancel_scope)
+
+
+async def put(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """``stream.send(item)`` without yielding to the loop when there is room: anyio's
+    `send` always does (a checkpoint), and a frame a yield is a loop iteration (and an
+    epoll call) for every frame of a busy node link."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def take(stream: MemoryObjectReceiveStream[T]) -> T:
+    """``stream.receive()`` without yielding to the loop when an item is waiting (see
+    `put`); `anyio.EndOfStream` once it is closed and empty."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()

@@ -40,6 +40,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..aio import put, take
 from ..logs import get_logger
 from .actions import ActionService
 from .hub import Hub, Pump
@@ -166,10 +167,10 @@ class NodeLink:
         self.task_group: anyio.abc.TaskGroup
 
     async def send(self, frame: Frame) -> None:
-        await self._out.send(encode(frame))
+        await put(self._out, encode(frame))
 
     async def send_text(self, text: str) -> None:
-        await self._out.send(text)
+        await put(self._out, text)
 
     async def run(self) -> None:
         try:
@@ -273,7 +274,7 @@ class NodeLink:
         """Read frames for `_handle_all` until the socket closes or goes silent."""
         with read:
             while (raw := await self._receive()) is not None:
-                await read.send(raw)
+                await put(read, raw)
 
     async def _handle_all(
         self, unread: MemoryObjectReceiveStream[str], done: anyio.CancelScope
@@ -284,7 +285,7 @@ class NodeLink:
         with unread:
             while True:
                 try:
-                    raw = held if held is not None else await unread.receive()
+                    raw = held if held is not None else await take(unread)
                 except anyio.EndOfStream:
                     return
                 held = None
