@@ -20,6 +20,7 @@ anything that is not a valid frame.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Annotated, Any, Literal
 
@@ -299,6 +300,11 @@ def decode(raw: str | bytes | dict[str, Any]) -> Frame:
     if isinstance(raw, (str, bytes)):
         if len(raw) > MAX_FRAME:
             raise WireError("frame_too_large", f"frame of {len(raw)} bytes (limit {MAX_FRAME})")
+        with contextlib.suppress(ValidationError):
+            # Parsed and validated in one pass by pydantic-core (~3 µs for an ack, against
+            # ~8.5 through json.loads first): a node sends one or more frames a delivery.
+            # A frame it refuses is looked at again below, to name the problem precisely.
+            return _FRAME.validate_json(raw)
         try:
             raw = json.loads(raw)
         except ValueError as exc:
