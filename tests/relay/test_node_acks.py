@@ -115,7 +115,7 @@ async def test_a_refused_ack_in_a_batch_is_answered_alone(relay: RunningRelay) -
 
 
 def test_a_deliver_frame_is_written_as_wire_encode_writes_it() -> None:
-    agent = Agent(id="agt_1", workspace_id="ws_1", name="worker", kind="agent",
+    agent = Agent(id="agt_1", workspace_id="ws_1", name='wörker "7"', kind="agent",
                   created_at="2026-01-01T00:00:00.000Z")  # fmt: skip
     delivery = Delivery(id="del_1_7", agent_id="agt_1", message_id="msg_1", seq=7, mode="steer",
                         status="pending", acked=False, updated_at="t")  # fmt: skip
