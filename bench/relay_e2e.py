@@ -6,6 +6,7 @@
     python bench/relay_e2e.py --compare OLD.json   # ratios against figures written by --out
     python bench/relay_e2e.py --profile 8      # one REST run, the relay under cProfile
     python bench/relay_e2e.py --default-gc     # the relay with CPython's default GC thresholds
+    python bench/relay_e2e.py --node lean      # the acking node on websockets' sans-I/O layer
 
 - throughput: a relay (SqliteStore on a temp file, relay_app under uvicorn, in a process
   of its own, as `agent-relay-runtime relay` runs it) and 11 agents: a sender and 10
@@ -60,6 +61,11 @@ import httpx
 import psutil
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src")]
@@ -248,9 +254,12 @@ class Node:
         self.errors: list[dict[str, Any]] = []
         self.replies: dict[str, dict[str, Any]] = {}
 
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps({"v": 1, **frame}))
+
     async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Before `consume` runs: send, and read up to the answer."""
-        await self.ws.send(json.dumps({"v": 1, **frame}))
+        await self.send(frame)
         while True:
             got = json.loads(await self.ws.recv())
             if got.get("id") == frame["id"]:
@@ -283,6 +292,105 @@ class Node:
                 if check():
                     return
                 await waiter.wait()
+
+
+class LeanNode(asyncio.Protocol):
+    """`Node` as cheap as the bench's HTTP clients (`--node lean`): websockets' sans-I/O
+    client protocol on an asyncio transport, frames handled as they arrive (no reader task,
+    no queue). Like `Node` it acks each `deliver` frame with a `delivery.ack` frame of its
+    own; the frames it writes while handling one read go out in one write, as the relay
+    writes its own. What the relay is sent and must parse is the same: it shows how much of
+    the node path's limit is the bench's own node (~0.4 core instead of ~0.65 at C = 128;
+    deliveries a second the same, README)."""
+
+    def __init__(self, uri: str) -> None:
+        self.protocol = ClientProtocol(parse_uri(uri))
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.delivered = 0
+        self.last_at = 0.0
+        self.changed = Notifier()
+        self.errors: list[dict[str, Any]] = []
+        self.replies: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    async def connect(cls, uri: str) -> LeanNode:
+        host, _, port = uri.removeprefix("ws://").partition("/")[0].partition(":")
+        node = cls(uri)
+        await asyncio.get_running_loop().create_connection(lambda: node, host, int(port))
+        await node.opened
+        return node
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Response):
+                if event.status_code != 101:
+                    self.opened.set_exception(RuntimeError(f"node socket: {event.status_code}"))
+                else:
+                    self.opened.set_result(None)
+            elif isinstance(event, WsFrame) and event.opcode is Opcode.TEXT:
+                self._handle(json.loads(event.data))
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or RuntimeError("node socket closed"))
+
+    def _handle(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "deliver":
+            self._queue({"type": "delivery.ack", "agent": frame["agent"],
+                         "up_to_seq": frame["seq"]})  # fmt: skip
+            self.delivered += 1
+            self.last_at = time.perf_counter()
+        elif kind == "ping":
+            self._queue({"type": "pong", "id": frame.get("id")})
+        elif kind == "error" and not frame.get("id"):
+            self.errors.append(frame)
+        elif kind in ("reply", "error") and frame.get("id"):
+            self.replies[frame["id"]] = frame
+        self.changed.notify()
+
+    def _queue(self, frame: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps({"v": 1, **frame}).encode())
+
+    def _flush(self) -> None:
+        if self.transport is not None and (data := self.protocol.data_to_send()):
+            self.transport.write(b"".join(data))
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        self._queue(frame)
+        self._flush()
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        await self.send(frame)
+        await self.until(lambda: frame["id"] in self.replies)
+        got = self.replies[frame["id"]]
+        if got.get("type") != "reply":
+            raise RuntimeError(f"node request refused: {got}")
+        return dict(got["data"])
+
+    async def consume(self) -> None:
+        """Nothing to run: frames are handled as they arrive."""
+
+    async def until(self, check: Any) -> None:
+        with anyio.fail_after(120):
+            while True:
+                waiter = self.changed.waiter()
+                if check():
+                    return
+                await waiter.wait()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class RawClient:
@@ -359,13 +467,13 @@ def numbered(start: int, count: int, seconds: float) -> Iterator[int]:
 
 async def throughput(
     messages: int, seconds: float, warmup: int, concurrency: int, with_node: bool,
-    client: str = "raw", profile: Path | None = None,
+    client: str = "raw", profile: Path | None = None, node_client: str = "websockets",
 ) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="relay-e2e-", dir="/var/tmp") as tmp:
         relay = RelayProcess(Path(tmp), profile)
         try:
             return await _throughput(
-                relay, messages, seconds, warmup, concurrency, with_node, client
+                relay, messages, seconds, warmup, concurrency, with_node, client, node_client
             )
         finally:
             relay.close()
@@ -400,6 +508,7 @@ async def _throughput(
     concurrency: int,
     with_node: bool,
     client: str,
+    node_client: str,
 ) -> dict[str, Any]:
     names = [f"agent-{n}" for n in range(FANOUT)]
     async with httpx.AsyncClient(base_url=relay.url, timeout=60) as http:
@@ -407,10 +516,14 @@ async def _throughput(
         created = await http.post("/v1/channels", json={"name": "bench"}, headers=bearer(sender))
         created.raise_for_status()
         async with contextlib.AsyncExitStack() as stack:
-            node: Node | None = None
+            node: Node | LeanNode | None = None
             if with_node:
-                ws = await stack.enter_async_context(connect(node_socket_url(relay.url, relay.key)))
-                node = Node(ws)
+                uri = node_socket_url(relay.url, relay.key)
+                if node_client == "lean":
+                    node = await LeanNode.connect(uri)
+                    stack.callback(node.close)
+                else:
+                    node = Node(await stack.enter_async_context(connect(uri)))
                 await node.request({"id": "r1", "type": "node.register", "name": "bench",
                                     "capabilities": []})  # fmt: skip
                 tokens = []
@@ -443,7 +556,7 @@ async def _throughput(
                     await node.until(lambda: node.delivered >= expected)
                     pushed = node.last_at
                     # Frames are handled in order: once this answer comes, every ack is stored.
-                    await node.ws.send(json.dumps({"v": 1, "id": "last", "type": "node.heartbeat"}))
+                    await node.send({"id": "last", "type": "node.heartbeat"})
                     await node.until(lambda: "last" in node.replies)
                     acked = time.perf_counter()
                     if node.errors:
@@ -644,7 +757,7 @@ def profile_run(args: argparse.Namespace) -> None:
     with_node = "rest" in args.skip  # --skip rest: profile a run with the acking node
     result = anyio.run(
         throughput, args.messages, args.seconds, args.warmup, args.profile, with_node,
-        args.client, out,
+        args.client, out, args.node,
     )  # fmt: skip
     how = "node" if with_node else "REST"
     print(f"profiled: {how}, C={args.profile}: {result['msg_s']} msg/s (slowed by cProfile)")
@@ -704,6 +817,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--runs", type=int, default=1, help="of each throughput run; the best")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument(
+        "--node", choices=["websockets", "lean"], default="websockets",
+        help="the acking node: the websockets library's client, or sans-I/O on a transport",
+    )  # fmt: skip
     parser.add_argument("--samples", type=int, default=200, help="latency samples")
     parser.add_argument("--warmup-samples", type=int, default=20)
     parser.add_argument("--skip", nargs="*", default=[], choices=["rest", "node", "latency"])
@@ -739,6 +856,7 @@ def main() -> None:
         return
     results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M")}
     results["client"] = args.client
+    results["node_client"] = args.node
     rows: list[tuple[str, str, str, str]] = []
 
     def row(name: str, result: str, target: str = "", ok: bool | None = None) -> None:
@@ -747,7 +865,8 @@ def main() -> None:
     modes = [node for node, name in ((False, "rest"), (True, "node")) if name not in args.skip]
     runs = []
     for with_node, c in itertools.product(modes, args.concurrency):
-        r = best_of(args.runs, args.messages, args.seconds, args.warmup, c, with_node, args.client)
+        r = best_of(args.runs, args.messages, args.seconds, args.warmup, c, with_node,
+                    args.client, None, args.node)  # fmt: skip
         runs.append(r)
         how = "10 agents on an acking node" if with_node else "10 agents, REST only"
         of = f" (best of {r['msg_s_runs']})" if args.runs > 1 else ""
@@ -810,7 +929,8 @@ def main() -> None:
     m = results["machine"]
     print(
         f"fan-out {FANOUT}, durable writes; each throughput run {args.messages} messages or"
-        f" {args.seconds:g} s of posting, whichever comes first; {args.client} clients\n"
+        f" {args.seconds:g} s of posting, whichever comes first; {args.client} clients,"
+        f" {args.node} node\n"
     )
     print("| measure | result | target | |\n| --- | --- | --- | --- |")
     for name, result, target, verdict in rows:
