@@ -119,7 +119,10 @@ async def test_a_watch_on_an_idle_agent_fires_at_once(relay: RunningRelay) -> No
             await boss.aclose()
 
 
-async def test_a_delivered_watch_fires_on_that_message_only(relay: RunningRelay) -> None:
+@contextlib.asynccontextmanager
+async def scene(relay: RunningRelay) -> AsyncIterator[tuple[RawNode, RelayClient, RelayClient]]:
+    """A node hosting ``worker`` and ``boss``, and ``alice`` (REST) in #general: the node,
+    boss's client and alice's."""
     async with raw_node(relay.url, relay.key) as (node, _):
         await host(node, "worker")
         boss = RelayClient(relay.url, await host(node, "boss"))
@@ -127,131 +130,117 @@ async def test_a_delivered_watch_fires_on_that_message_only(relay: RunningRelay)
         alice = admin.as_agent((await admin.register("alice"))["token"])
         try:
             await alice.call("POST", "/v1/channels", {"name": "general"})
-            one = await alice.send("#general", "@worker first")
-            two = await alice.send("#general", "@worker second")
-            made = await watch(boss, "worker", "delivered", two["id"])
-            assert made["message_id"] == two["id"]
-            for seq in (1, 2):
-                assert (await node.expect(lambda f, s=seq: f.get("seq") == s))["agent"] == "worker"
-            for seq in (1, 2):
-                done = {"type": "delivery.receipt", "agent": "worker", "seq": seq,
-                        "status": "delivered", "evidence": "protocol_ack"}  # fmt: skip
-                assert (await node.request(done))["type"] == "reply"
-            notice = await dm_to(node, "boss")
-            # The first receipt, read before the second, fired nothing.
-            assert notice["text"] == f"@worker took message {two['id']}"
-            assert notice["metadata"]["outcome"] == "met"
-            event = notice["metadata"]["event"]
-            assert event["type"] == "delivery.delivered"
-            assert event["data"]["message_id"] == two["id"]
-            # A receipt final already: the watch fires as it is made.
-            again = await watch(boss, "worker", "delivered", one["id"])
-            notice = await dm_to(node, "boss")
-            assert notice["metadata"]["watch_id"] == again["watch_id"]
-            assert notice["text"] == f"@worker took message {one['id']}"
-            # A message the agent was never sent.
-            with pytest.raises(RelayError) as refused:
-                await watch(boss, "alice", "delivered", one["id"])
-            assert (refused.value.status, refused.value.code) == (404, "delivery_not_found")
+            yield node, boss, alice
         finally:
             for client in (boss, alice, admin):
                 await client.aclose()
+
+
+async def test_a_delivered_watch_fires_on_that_message_only(relay: RunningRelay) -> None:
+    async with scene(relay) as (node, boss, alice):
+        one = await alice.send("#general", "@worker first")
+        two = await alice.send("#general", "@worker second")
+        made = await watch(boss, "worker", "delivered", two["id"])
+        assert made["message_id"] == two["id"]
+        for seq in (1, 2):
+            assert (await node.expect(lambda f, s=seq: f.get("seq") == s))["agent"] == "worker"
+        for seq in (1, 2):
+            done = {"type": "delivery.receipt", "agent": "worker", "seq": seq,
+                    "status": "delivered", "evidence": "protocol_ack"}  # fmt: skip
+            assert (await node.request(done))["type"] == "reply"
+        notice = await dm_to(node, "boss")
+        # The first receipt, read before the second, fired nothing.
+        assert notice["text"] == f"@worker took message {two['id']}"
+        assert notice["metadata"]["outcome"] == "met"
+        event = notice["metadata"]["event"]
+        assert event["type"] == "delivery.delivered"
+        assert event["data"]["message_id"] == two["id"]
+        # A receipt final already: the watch fires as it is made.
+        again = await watch(boss, "worker", "delivered", one["id"])
+        notice = await dm_to(node, "boss")
+        assert notice["metadata"]["watch_id"] == again["watch_id"]
+        assert notice["text"] == f"@worker took message {one['id']}"
+        # A message the agent was never sent.
+        with pytest.raises(RelayError) as refused:
+            await watch(boss, "alice", "delivered", one["id"])
+        assert (refused.value.status, refused.value.code) == (404, "delivery_not_found")
 
 
 async def test_a_watch_on_an_agent_that_is_deregistered_fires_once_saying_it_is_gone(
     relay: RunningRelay,
 ) -> None:
-    async with raw_node(relay.url, relay.key) as (node, _):
-        await host(node, "worker")
-        boss = RelayClient(relay.url, await host(node, "boss"))
-        admin = RelayClient(relay.url, relay.key)
-        alice = admin.as_agent((await admin.register("alice"))["token"])
-        try:
-            await alice.call("POST", "/v1/channels", {"name": "general"})
-            sent = await alice.send("#general", "@worker please look")
-            await report(node, "worker", status("busy", "idle"))
-            idle = await watch(boss, "worker", "idle")
-            taken = await watch(boss, "worker", "delivered", sent["id"])
-            await node.request({"type": "agent.deregister", "name": "worker"})
-            notices = [await dm_to(node, "boss") for _ in range(2)]
-            assert [n["metadata"]["watch_id"] for n in notices] == [
-                idle["watch_id"], taken["watch_id"],
-            ]  # fmt: skip
-            assert [n["text"] for n in notices] == [
-                "@worker is gone (deregistered by node node-1): it will not become idle",
-                "@worker is gone (deregistered by node node-1): it will not take message"
-                f" {sent['id']}",
-            ]
-            for notice in notices:
-                meta = notice["metadata"]
-                assert (meta["outcome"], meta["agent"], meta["notify"]) == (
-                    "gone", "worker", "boss",
-                )  # fmt: skip
-                assert meta["event"]["type"] == "agent.deregistered"
-                assert meta["event"]["data"]["node"] == "node-1"
-            assert await boss.call("GET", "/v1/watches") == []
-            # Back, and idle: a new watch fires, the two fired ones never again (the log is
-            # read in order: the new notice comes after anything they could still cause).
-            await host(node, "worker")
-            await report(node, "worker", status("busy", "idle"))
-            again = await watch(boss, "worker", "idle")
-            await report(node, "worker", status("idle"))
-            back = await dm_to(node, "boss")
-            assert (back["metadata"]["watch_id"], back["metadata"]["outcome"]) == (
-                again["watch_id"], "met",
+    async with scene(relay) as (node, boss, alice):
+        sent = await alice.send("#general", "@worker please look")
+        await report(node, "worker", status("busy", "idle"))
+        idle = await watch(boss, "worker", "idle")
+        taken = await watch(boss, "worker", "delivered", sent["id"])
+        await node.request({"type": "agent.deregister", "name": "worker"})
+        notices = [await dm_to(node, "boss") for _ in range(2)]
+        assert [n["metadata"]["watch_id"] for n in notices] == [
+            idle["watch_id"], taken["watch_id"],
+        ]  # fmt: skip
+        assert [n["text"] for n in notices] == [
+            "@worker is gone (deregistered by node node-1): it will not become idle",
+            f"@worker is gone (deregistered by node node-1): it will not take message {sent['id']}",
+        ]
+        for notice in notices:
+            meta = notice["metadata"]
+            assert (meta["outcome"], meta["agent"], meta["notify"]) == (
+                "gone", "worker", "boss",
             )  # fmt: skip
-            assert len(await relay_dms(boss)) == 3
-            fired, _ = await relay.store.events_after(relay.workspace_id, 0, types=["watch.fired"])
-            assert [e.data["outcome"] for e in fired] == ["gone", "gone", "met"]
-        finally:
-            for client in (boss, alice, admin):
-                await client.aclose()
+            assert meta["event"]["type"] == "agent.deregistered"
+            assert meta["event"]["data"]["node"] == "node-1"
+        assert await boss.call("GET", "/v1/watches") == []
+        # Back, and idle: a new watch fires, the two fired ones never again (the log is
+        # read in order: the new notice comes after anything they could still cause).
+        await host(node, "worker")
+        await report(node, "worker", status("busy", "idle"))
+        again = await watch(boss, "worker", "idle")
+        await report(node, "worker", status("idle"))
+        back = await dm_to(node, "boss")
+        assert (back["metadata"]["watch_id"], back["metadata"]["outcome"]) == (
+            again["watch_id"], "met",
+        )  # fmt: skip
+        assert len(await relay_dms(boss)) == 3
+        fired, _ = await relay.store.events_after(relay.workspace_id, 0, types=["watch.fired"])
+        assert [e.data["outcome"] for e in fired] == ["gone", "gone", "met"]
 
 
 async def test_a_watch_on_an_agent_gone_already_fires_at_once(relay: RunningRelay) -> None:
-    async with raw_node(relay.url, relay.key) as (node, _):
+    async with scene(relay) as (node, boss, alice):
+        sent = await alice.send("#general", "@worker please look")
+        await node.expect(lambda f: f.get("type") == "deliver" and f.get("agent") == "worker")
+        done = {"type": "delivery.receipt", "agent": "worker", "seq": 1,
+                "status": "delivered", "evidence": "protocol_ack"}  # fmt: skip
+        assert (await node.request(done))["type"] == "reply"
+        # Idle, then gone: gone is what holds now.
+        await report(node, "worker", status("idle"))
+        await node.request({"type": "agent.deregister", "name": "worker"})
+        idle = await watch(boss, "worker", "idle")
+        notice = await dm_to(node, "boss")
+        assert notice["metadata"]["watch_id"] == idle["watch_id"]
+        assert notice["metadata"]["outcome"] == "gone"
+        assert notice["text"].startswith("@worker is gone (")
+        assert notice["text"].endswith("): it will not become idle")
+        any_delivery = await watch(boss, "worker", "delivered")
+        notice = await dm_to(node, "boss")
+        assert notice["metadata"]["watch_id"] == any_delivery["watch_id"]
+        assert notice["text"].endswith("): it will not take a delivery")
+        # A message it took before it went: that is the news.
+        taken = await watch(boss, "worker", "delivered", sent["id"])
+        notice = await dm_to(node, "boss")
+        assert notice["metadata"]["watch_id"] == taken["watch_id"]
+        assert (notice["text"], notice["metadata"]["outcome"]) == (
+            f"@worker took message {sent['id']}", "met",
+        )  # fmt: skip
+        assert await boss.call("GET", "/v1/watches") == []
+        # Registered again (a new session, busy), it is not gone: a watch made now waits.
         await host(node, "worker")
-        boss = RelayClient(relay.url, await host(node, "boss"))
-        admin = RelayClient(relay.url, relay.key)
-        alice = admin.as_agent((await admin.register("alice"))["token"])
-        try:
-            await alice.call("POST", "/v1/channels", {"name": "general"})
-            sent = await alice.send("#general", "@worker please look")
-            await node.expect(lambda f: f.get("type") == "deliver" and f.get("agent") == "worker")
-            done = {"type": "delivery.receipt", "agent": "worker", "seq": 1,
-                    "status": "delivered", "evidence": "protocol_ack"}  # fmt: skip
-            assert (await node.request(done))["type"] == "reply"
-            # Idle, then gone: gone is what holds now.
-            await report(node, "worker", status("idle"))
-            await node.request({"type": "agent.deregister", "name": "worker"})
-            idle = await watch(boss, "worker", "idle")
-            notice = await dm_to(node, "boss")
-            assert notice["metadata"]["watch_id"] == idle["watch_id"]
-            assert notice["metadata"]["outcome"] == "gone"
-            assert notice["text"].startswith("@worker is gone (")
-            assert notice["text"].endswith("): it will not become idle")
-            any_delivery = await watch(boss, "worker", "delivered")
-            notice = await dm_to(node, "boss")
-            assert notice["metadata"]["watch_id"] == any_delivery["watch_id"]
-            assert notice["text"].endswith("): it will not take a delivery")
-            # A message it took before it went: that is the news.
-            taken = await watch(boss, "worker", "delivered", sent["id"])
-            notice = await dm_to(node, "boss")
-            assert notice["metadata"]["watch_id"] == taken["watch_id"]
-            assert (notice["text"], notice["metadata"]["outcome"]) == (
-                f"@worker took message {sent['id']}", "met",
-            )  # fmt: skip
-            assert await boss.call("GET", "/v1/watches") == []
-            # Registered again (a new session, busy), it is not gone: a watch made now waits.
-            await host(node, "worker")
-            await report(node, "worker", status("busy", "starting"))
-            pending = await watch(boss, "worker", "idle")
-            listed = await boss.call("GET", "/v1/watches")
-            assert [w["watch_id"] for w in listed] == [pending["watch_id"]]
-            assert len(await relay_dms(boss)) == 3
-        finally:
-            for client in (boss, alice, admin):
-                await client.aclose()
+        await report(node, "worker", status("busy", "starting"))
+        pending = await watch(boss, "worker", "idle")
+        listed = await boss.call("GET", "/v1/watches")
+        assert [w["watch_id"] for w in listed] == [pending["watch_id"]]
+        assert len(await relay_dms(boss)) == 3
 
 
 async def test_an_agent_whose_node_went_away_is_not_gone(relay: RunningRelay) -> None:
