@@ -243,16 +243,32 @@ async def register(http: httpx.AsyncClient, key: str, name: str) -> str:
     return str(reply.json()["data"]["token"])
 
 
-class Node:
-    """A raw node on /v1/node/ws that acks each `deliver` frame and counts them."""
+class Counts:
+    """What a bench node counts (the `deliver` frames it acked, when the last came, the
+    errors and replies it got), and waiting until a check on them holds."""
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
+    def __init__(self) -> None:
         self.delivered = 0
         self.last_at = 0.0
         self.changed = Notifier()
         self.errors: list[dict[str, Any]] = []
         self.replies: dict[str, dict[str, Any]] = {}
+
+    async def until(self, check: Any) -> None:
+        with anyio.fail_after(120):
+            while True:
+                waiter = self.changed.waiter()
+                if check():
+                    return
+                await waiter.wait()
+
+
+class Node(Counts):
+    """A raw node on /v1/node/ws that acks each `deliver` frame and counts them."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        super().__init__()
+        self.ws = ws
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(json.dumps({"v": 1, **frame}))
@@ -285,16 +301,8 @@ class Node:
                 self.replies[frame["id"]] = frame
             self.changed.notify()
 
-    async def until(self, check: Any) -> None:
-        with anyio.fail_after(120):
-            while True:
-                waiter = self.changed.waiter()
-                if check():
-                    return
-                await waiter.wait()
 
-
-class LeanNode(asyncio.Protocol):
+class LeanNode(asyncio.Protocol, Counts):
     """`Node` as cheap as the bench's HTTP clients (`--node lean`): websockets' sans-I/O
     client protocol on an asyncio transport, frames handled as they arrive (no reader task,
     no queue). Like `Node` it acks each `deliver` frame with a `delivery.ack` frame of its
@@ -304,14 +312,10 @@ class LeanNode(asyncio.Protocol):
     deliveries a second the same, README)."""
 
     def __init__(self, uri: str) -> None:
+        Counts.__init__(self)
         self.protocol = ClientProtocol(parse_uri(uri))
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.delivered = 0
-        self.last_at = 0.0
-        self.changed = Notifier()
-        self.errors: list[dict[str, Any]] = []
-        self.replies: dict[str, dict[str, Any]] = {}
 
     @classmethod
     async def connect(cls, uri: str) -> LeanNode:
@@ -379,14 +383,6 @@ class LeanNode(asyncio.Protocol):
 
     async def consume(self) -> None:
         """Nothing to run: frames are handled as they arrive."""
-
-    async def until(self, check: Any) -> None:
-        with anyio.fail_after(120):
-            while True:
-                waiter = self.changed.waiter()
-                if check():
-                    return
-                await waiter.wait()
 
     def close(self) -> None:
         if self.transport is not None:
