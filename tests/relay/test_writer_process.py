@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from agent_relay_runtime.relay.sqlite import SqliteStore
-from agent_relay_runtime.relay.sqlite.base import migrate
-from agent_relay_runtime.relay.sqlite.writer import commit, connect
+from agent_relay_runtime.relay.sqlite.base import MAX_BATCH, migrate
+from agent_relay_runtime.relay.sqlite.writer import Answer, Change, commit, connect
 from agent_relay_runtime.relay.store import StoreError
 
 pytestmark = pytest.mark.anyio
@@ -108,10 +108,47 @@ def _note(text: str, fail: bool, conn: sqlite3.Connection) -> str:
     return text
 
 
+def _make_notes(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE notes (text TEXT NOT NULL)")
+
+
+async def test_a_batch_holds_at_most_max_batch_changes_and_the_rest_follow_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many writes at once go in batches of at most MAX_BATCH (so the writer commits one
+    while the relay handles the answer of the last); each caller gets its own result."""
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    try:
+        await store._write(_make_notes)
+        sizes: list[int] = []
+        commit = store._writer.commit
+
+        async def counted(batch: list[Change]) -> Answer:
+            sizes.append(len(batch))
+            return await commit(batch)
+
+        monkeypatch.setattr(store._writer, "commit", counted)
+        got: dict[int, str] = {}
+
+        async def write(n: int) -> None:
+            got[n] = await store._write(partial(_note, f"n{n}", False))
+
+        writes = 4 * MAX_BATCH
+        async with anyio.create_task_group() as tg:
+            for n in range(writes):
+                tg.start_soon(write, n)
+        assert got == {n: f"n{n}" for n in range(writes)}
+        assert max(sizes) == MAX_BATCH and sum(sizes) == writes, sizes
+        rows = await store._rows("SELECT text FROM notes ORDER BY rowid")
+        assert sorted(row["text"] for row in rows) == sorted(got.values())
+    finally:
+        await store.aclose()
+
+
 def _batch_database(tmp_path: Path) -> sqlite3.Connection:
     conn = connect(tmp_path / "batch.db", "normal")
     migrate(conn)
-    conn.execute("CREATE TABLE notes (text TEXT NOT NULL)")
+    _make_notes(conn)
     return conn
 
 
