@@ -15,8 +15,8 @@ from relay_sdk import AsyncRelay
 
 from agent_relay_runtime.aio import Notifier
 from agent_relay_runtime.relay import node_server
-from agent_relay_runtime.relay.hub import Hub, deliver_text, payload_text
-from agent_relay_runtime.relay.store import Agent, Delivery
+from agent_relay_runtime.relay.hub import Hub, Outgoing, deliver_text, payload_text
+from agent_relay_runtime.relay.store import Agent
 from agent_relay_runtime.relay.wire import Deliver, DeliverPayload, encode
 
 from .conftest import RunningRelay
@@ -117,14 +117,12 @@ async def test_a_refused_ack_in_a_batch_is_answered_alone(relay: RunningRelay) -
 def test_a_deliver_frame_is_written_as_wire_encode_writes_it() -> None:
     agent = Agent(id="agt_1", workspace_id="ws_1", name='wörker "7"', kind="agent",
                   created_at="2026-01-01T00:00:00.000Z")  # fmt: skip
-    delivery = Delivery(id="del_1_7", agent_id="agt_1", message_id="msg_1", seq=7, mode="steer",
-                        status="pending", acked=False, updated_at="t")  # fmt: skip
     payload = {"id": "msg_1", "text": 'héllo "there"', "attachments": [], "blocks": None}
     frame = Deliver(
-        delivery_id=delivery.id, agent_id=agent.id, agent=agent.name, msg_id="msg_1", seq=7,
+        delivery_id="del_1_7", agent_id=agent.id, agent=agent.name, msg_id="msg_1", seq=7,
         mode="steer", payload=DeliverPayload(type="message.created", data=payload),
     )  # fmt: skip
-    text = deliver_text(agent, delivery, payload_text(payload))
+    text = deliver_text(agent, Outgoing(7, "msg_1", "steer", payload_text(payload)))
     assert json.loads(text) == json.loads(encode(frame))
 
 

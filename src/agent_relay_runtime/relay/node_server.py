@@ -46,8 +46,7 @@ from .actions import ActionService
 from .hub import Hub, Pump
 from .rest.kit import Api, ApiError
 from .rest.nodes import node_token_owner
-from .sqlite.deliveries import delivery_id
-from .store import AckOutOfRange, Agent, Node, NodeEntry, StoreError, Workspace
+from .store import AckOutOfRange, Agent, Node, NodeEntry, StoreError, Workspace, delivery_id
 from .wire import (
     ActionResult,
     AgentDeregister,

@@ -26,7 +26,7 @@ as a node's cumulative ack does (see `sqlite.polling`). Errors: the workspace ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ...aio import Notifier
-from ..store import Agent, Delivery, DeliveryFinal, NotFound, SettleOutcome, Store
+from ..store import Agent, Delivery, DeliveryFinal, NewDeliveries, NotFound, SettleOutcome, Store
 from .kit import Api, ApiError, Body, Caller
 
 __all__ = ["MAX_WAIT", "delivery_view", "routes"]
@@ -90,11 +90,11 @@ class Bell:
         self._agents: dict[str, tuple[Notifier, int]] = {}
         store.on_deliveries.append(self._ring)
 
-    def _ring(self, deliveries: Sequence[Delivery], payload: dict[str, Any]) -> None:
+    def _ring(self, new: NewDeliveries, payload: dict[str, Any]) -> None:
         if not self._agents:
-            return  # nobody polling: spare making the deliveries into models
-        for delivery in deliveries:
-            found = self._agents.get(delivery.agent_id)
+            return  # nobody polling
+        for agent_id, _ in new.rows:
+            found = self._agents.get(agent_id)
             if found is not None:
                 found[0].notify()
 

@@ -11,9 +11,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
-from ..store import Delivery, DeliveryStatus, Message, NotFound
+from ..store import (
+    Delivery,
+    DeliveryStatus,
+    Message,
+    NewDeliveries,
+    NotFound,
+    delivery_id,
+    parse_delivery_id,
+)
 from .events import insert_event
 
 __all__ = [
@@ -41,18 +49,6 @@ WITH_MESSAGE = (
     " FROM deliveries d JOIN messages m ON m.id = d.message_id"
     " JOIN agents a ON a.id = m.agent_id JOIN channels c ON c.id = m.channel_id"
 )
-
-
-def delivery_id(agent_id: str, seq: int) -> str:
-    """A delivery's id, made of its key: ``del_<agent id without agt_>_<seq>``."""
-    return f"del_{agent_id.removeprefix('agt_')}_{seq}"
-
-
-def parse_delivery_id(value: str) -> tuple[str, int] | None:
-    agent, _, seq = value.removeprefix("del_").rpartition("_")
-    if not value.startswith("del_") or not agent or not seq.isdigit():
-        return None
-    return f"agt_{agent}", int(seq)
 
 
 def delivery_keys(rows: Sequence[tuple[str, int]]) -> str | None:
@@ -131,37 +127,6 @@ def delivery_from(row: sqlite3.Row) -> Delivery:
     fields["acked"] = bool(row["acked"])
     fields["retryable"] = None if row["retryable"] is None else bool(row["retryable"])
     return Delivery(id=delivery_id(row["agent_id"], row["seq"]), **fields)
-
-
-class NewDeliveries(Sequence[Delivery]):
-    """A message's deliveries just written, made into models only when looked at: a
-    post's are usually not (no node or poll is waiting for them), and ten models a
-    message cost more than the rows."""
-
-    def __init__(
-        self, rows: list[tuple[str, int]], message_id: str, mode: Literal["wait", "steer"], at: str
-    ) -> None:
-        self.rows, self.message_id, self.mode, self.at = rows, message_id, mode, at
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @overload
-    def __getitem__(self, index: int) -> Delivery: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Delivery]: ...
-
-    def __getitem__(self, index: int | slice) -> Delivery | list[Delivery]:
-        if isinstance(index, slice):
-            return [self._made(*row) for row in self.rows[index]]
-        return self._made(*self.rows[index])
-
-    def _made(self, agent_id: str, seq: int) -> Delivery:
-        return Delivery(
-            id=delivery_id(agent_id, seq), agent_id=agent_id, message_id=self.message_id,
-            seq=seq, mode=self.mode, status="pending", acked=False, updated_at=self.at,
-        )  # fmt: skip
 
 
 def attachment_view(file: sqlite3.Row) -> dict[str, Any]:

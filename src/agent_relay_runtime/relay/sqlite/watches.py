@@ -22,6 +22,7 @@ from ..store import (
     Delivery,
     EventRecord,
     Message,
+    NewDeliveries,
     NotFound,
     Watch,
     WatchOn,
@@ -151,7 +152,7 @@ class Watches(SqliteBase):
                 return None
             message, fired, delivery, payload = done
             for listener in self.on_deliveries:  # in commit order, as a message's are
-                listener([delivery], payload)
+                listener(NewDeliveries.of(delivery), payload)
             return message, fired
 
         return await self._write(
