@@ -7,6 +7,7 @@
     python bench/relay_e2e.py --profile 8      # one REST run, the relay under cProfile
     python bench/relay_e2e.py --default-gc     # the relay with CPython's default GC thresholds
     python bench/relay_e2e.py --node lean      # the acking node on websockets' sans-I/O layer
+    python bench/relay_e2e.py --node lean-burst   # that node acking once an agent a read
 
 - throughput: a relay (SqliteStore on a temp file, relay_app under uvicorn, in a process
   of its own, as `agent-relay-runtime relay` runs it) and 11 agents: a sender and 10
@@ -309,18 +310,23 @@ class LeanNode(asyncio.Protocol, Counts):
     own; the frames it writes while handling one read go out in one write, as the relay
     writes its own. What the relay is sent and must parse is the same: it shows how much of
     the node path's limit is the bench's own node (~0.4 core instead of ~0.65 at C = 128;
-    deliveries a second the same, README)."""
+    deliveries a second the same, README).
 
-    def __init__(self, uri: str) -> None:
+    With ``burst`` (`--node lean-burst`) it acks as a cumulative ack allows: once for each
+    agent in what one read brought, up to the last seq of that agent's it held."""
+
+    def __init__(self, uri: str, *, burst: bool = False) -> None:
         Counts.__init__(self)
+        self.burst = burst
+        self._held: dict[str, int] = {}  # with burst: agent -> the last seq read, not acked
         self.protocol = ClientProtocol(parse_uri(uri))
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
-    async def connect(cls, uri: str) -> LeanNode:
+    async def connect(cls, uri: str, *, burst: bool = False) -> LeanNode:
         host, _, port = uri.removeprefix("ws://").partition("/")[0].partition(":")
-        node = cls(uri)
+        node = cls(uri, burst=burst)
         await asyncio.get_running_loop().create_connection(lambda: node, host, int(port))
         await node.opened
         return node
@@ -341,6 +347,9 @@ class LeanNode(asyncio.Protocol, Counts):
                     self.opened.set_result(None)
             elif isinstance(event, WsFrame) and event.opcode is Opcode.TEXT:
                 self._handle(json.loads(event.data))
+        for agent, seq in self._held.items():
+            self._queue({"type": "delivery.ack", "agent": agent, "up_to_seq": seq})
+        self._held.clear()
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -350,8 +359,11 @@ class LeanNode(asyncio.Protocol, Counts):
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "deliver":
-            self._queue({"type": "delivery.ack", "agent": frame["agent"],
-                         "up_to_seq": frame["seq"]})  # fmt: skip
+            if self.burst:
+                self._held[frame["agent"]] = frame["seq"]
+            else:
+                self._queue({"type": "delivery.ack", "agent": frame["agent"],
+                             "up_to_seq": frame["seq"]})  # fmt: skip
             self.delivered += 1
             self.last_at = time.perf_counter()
         elif kind == "ping":
@@ -515,8 +527,8 @@ async def _throughput(
             node: Node | LeanNode | None = None
             if with_node:
                 uri = node_socket_url(relay.url, relay.key)
-                if node_client == "lean":
-                    node = await LeanNode.connect(uri)
+                if node_client.startswith("lean"):
+                    node = await LeanNode.connect(uri, burst=node_client == "lean-burst")
                     stack.callback(node.close)
                 else:
                     node = Node(await stack.enter_async_context(connect(uri)))
@@ -814,8 +826,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="of each throughput run; the best")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
     parser.add_argument(
-        "--node", choices=["websockets", "lean"], default="websockets",
-        help="the acking node: the websockets library's client, or sans-I/O on a transport",
+        "--node", choices=["websockets", "lean", "lean-burst"], default="websockets",
+        help="the acking node: the websockets library's client, or sans-I/O on a transport"
+        " (acking each delivery, or with lean-burst each agent once a read)",
     )  # fmt: skip
     parser.add_argument("--samples", type=int, default=200, help="latency samples")
     parser.add_argument("--warmup-samples", type=int, default=20)
