@@ -12,6 +12,7 @@ keeps only their SHA-256 (they are 192-bit random strings, so a fast hash is eno
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -99,17 +100,33 @@ class DeliveryFinal(Conflict):
 
 _last_id_ms = 0
 _id_count = 0
+# Random bytes for ids, from os.urandom 4 KiB at a time: one syscall for a thousand ids
+# instead of one each (0.15 µs against 1 µs an id; a post makes several).
+_pool = b""
+_pool_at = 0
 
 
 def ordered_id(prefix: str) -> str:
     """An id that sorts by creation, in this process: milliseconds, a counter within the
     millisecond, then random bits. Rows keyed by it are appended to their index rather
     than inserted all over it (cheap fan-out writes), and ids page like timestamps."""
-    global _last_id_ms, _id_count
+    global _last_id_ms, _id_count, _pool, _pool_at
     now = max(time.time_ns() // 1_000_000, _last_id_ms)
     _id_count = _id_count + 1 if now == _last_id_ms else 0
     _last_id_ms = now
-    return f"{prefix}_{now:012x}{_id_count:04x}{secrets.token_hex(4)}"
+    if _pool_at + 4 > len(_pool):
+        _pool, _pool_at = os.urandom(4096), 0
+    random4 = _pool[_pool_at : _pool_at + 4].hex()
+    _pool_at += 4
+    return f"{prefix}_{now:012x}{_id_count:04x}{random4}"
+
+
+def _new_pool_after_fork() -> None:
+    global _pool, _pool_at
+    _pool, _pool_at = b"", 0  # a child must not hand out its parent's random bits again
+
+
+os.register_at_fork(after_in_child=_new_pool_after_fork)
 
 
 def new_secret(prefix: str) -> str:
