@@ -8,6 +8,7 @@
     python bench/relay_e2e.py --default-gc     # the relay with CPython's default GC thresholds
     python bench/relay_e2e.py --node lean      # the acking node on websockets' sans-I/O layer
     python bench/relay_e2e.py --node lean-burst   # that node acking once an agent a read
+    python bench/relay_e2e.py --relay-cpus 0 1  # the relay on CPUs 0-1, the bench on the rest
 
 - throughput: a relay (SqliteStore on a temp file, relay_app under uvicorn, in a process
   of its own, as `agent-relay-runtime relay` runs it) and 11 agents: a sender and 10
@@ -175,6 +176,15 @@ async def serve_floor_child() -> None:
         server.should_exit = True
 
 
+# --relay-cpus: the CPUs the relay (and its writer) run on; the bench runs on the others.
+RELAY_CPUS: set[int] | None = None
+
+
+def _on_relay_cpus() -> None:
+    if RELAY_CPUS is not None:
+        os.sched_setaffinity(0, RELAY_CPUS)  # inherited by the writer and every thread
+
+
 class RelayProcess:
     """A relay in a process of its own; closing its stdin ends it."""
 
@@ -185,8 +195,9 @@ class RelayProcess:
         runner += [str(Path(__file__).resolve())]
         runner += ["--serve-floor"] if floor else ["--serve-relay", str(tmp / "relay.db")]
         self.proc = subprocess.Popen(
-            runner, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+            runner, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            preexec_fn=_on_relay_cpus,
+        )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
@@ -846,6 +857,11 @@ def main() -> None:
         "--default-gc", action="store_true",
         help="the relay with CPython's default collector thresholds (as before gc_policy)",
     )  # fmt: skip
+    parser.add_argument(
+        "--relay-cpus", type=int, nargs="+", metavar="CPU",
+        help="run the relay on these CPUs and the bench (clients, node) on the others: what"
+        " the relay carries on N cores of its own, on a machine with more than N",
+    )  # fmt: skip
     parser.add_argument("--serve-relay", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -857,6 +873,14 @@ def main() -> None:
     if args.serve_relay is not None:
         anyio.run(serve_relay_child, args.serve_relay)
         return
+    if args.relay_cpus:
+        global RELAY_CPUS
+        wanted, available = set(args.relay_cpus), os.sched_getaffinity(0)
+        if not wanted < available:
+            parser.error(f"--relay-cpus: this machine has CPUs {sorted(available)}; the relay's"
+                         " must be among them and leave one for the bench")  # fmt: skip
+        RELAY_CPUS = wanted
+        os.sched_setaffinity(0, available - wanted)
     if args.serve_floor:
         anyio.run(serve_floor_child)
         return
@@ -866,6 +890,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M")}
     results["client"] = args.client
     results["node_client"] = args.node
+    results["relay_cpus"] = sorted(RELAY_CPUS) if RELAY_CPUS is not None else "all"
     rows: list[tuple[str, str, str, str]] = []
 
     def row(name: str, result: str, target: str = "", ok: bool | None = None) -> None:
@@ -939,7 +964,7 @@ def main() -> None:
     print(
         f"fan-out {FANOUT}, durable writes; each throughput run {args.messages} messages or"
         f" {args.seconds:g} s of posting, whichever comes first; {args.client} clients,"
-        f" {args.node} node\n"
+        f" {args.node} node; relay on CPUs {results['relay_cpus']}\n"
     )
     print("| measure | result | target | |\n| --- | --- | --- | --- |")
     for name, result, target, verdict in rows:
