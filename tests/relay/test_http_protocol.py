@@ -1,15 +1,24 @@
 """The relay's HTTP protocol writes an answer's head and body as one write, and on a
-connection upgraded to a websocket, the frames written in one loop step as one write."""
+connection upgraded to a websocket, the frames written in one loop step as one write;
+its websocket protocol writes a text frame's head itself."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from agent_relay_runtime.relay.embedded import bind_tcp, server_config
 from agent_relay_runtime.relay.http_protocol import _JoiningTransport
+from agent_relay_runtime.serving import ReadyServer
 
 from .conftest import RunningRelay
 
@@ -87,3 +96,40 @@ async def test_many_answers_on_one_connection_are_whole(relay: RunningRelay) -> 
             answer = await http.get("/v1/agents", headers={"authorization": f"Bearer {relay.key}"})
             assert answer.status_code == 200, n
             assert answer.json()["ok"] is True
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        text = await websocket.receive_text()
+        if text == "bye":
+            await websocket.close(4000, "asked to")
+            return
+        await websocket.send_text(text)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+async def test_a_text_frame_written_by_hand_reads_as_the_text_sent(size: int) -> None:
+    """The relay writes a text frame's head itself (`TextFrameWebSocketProtocol`): every
+    length encoding (7, 16 and 64 bits) reads back whole, non-ASCII text included, and
+    closing still goes the usual way."""
+    server = ReadyServer(server_config(Starlette(routes=[WebSocketRoute("/echo", echo)])))
+    sock = bind_tcp("127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{sock.getsockname()[1]}/echo"
+    text = ("é" * size)[: size // 2] + "x" * (size - size // 2 * 2) if size else ""
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(10):
+                await server.ready.wait()
+                async with connect(url, max_size=None) as ws:
+                    for _ in range(2):
+                        await ws.send(text)
+                        assert await ws.recv() == text
+                    await ws.send("bye")
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.recv()
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+            server.should_exit = True
+    finally:
+        sock.close()

@@ -24,7 +24,7 @@ from ..exceptions import ConfigError
 from ..fsutil import write_private
 from ..serving import ReadyServer, listen_tcp
 from .housekeeping import HousekeepingConfig
-from .http_protocol import CoalescingHttpToolsProtocol
+from .http_protocol import CoalescingHttpToolsProtocol, TextFrameWebSocketProtocol
 from .rest import relay_app
 from .sqlite import SqliteStore
 from .store import Store
@@ -78,7 +78,7 @@ def server_config(app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2,
         ws_max_size=16 << 20, ws_per_message_deflate=False, proxy_headers=False,
-        http=CoalescingHttpToolsProtocol,
+        http=CoalescingHttpToolsProtocol, ws=TextFrameWebSocketProtocol,
     )  # fmt: skip
 
 

@@ -17,11 +17,15 @@ went to `send`).
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any, cast
 
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
-__all__ = ["CoalescingHttpToolsProtocol"]
+__all__ = ["CoalescingHttpToolsProtocol", "TextFrameWebSocketProtocol"]
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
@@ -109,3 +113,43 @@ class _JoiningTransport(asyncio.Transport):
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._transport.set_write_buffer_limits(high, low)
+
+
+class TextFrameWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O websocket protocol, writing a text message's frame itself while
+    the connection is open: a server's frame is a 2-10 byte head and the payload as it
+    is (unmasked, no extension: the relay turns per-message deflate off), and building it
+    through websockets' `Frame` and its output buffer cost ~5 µs a frame (ten `deliver`
+    frames a message fanned out to ten agents). Anything else, and any state but open,
+    goes the usual way."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        text = message.get("text") if message["type"] == "websocket.send" else None
+        if (
+            text is not None
+            and message.get("bytes") is None
+            and self.writable.is_set()  # else wait for the transport, the usual way
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.initial_response is None
+            and self.conn.state is State.OPEN
+        ):
+            data = str(text).encode()
+            self.transport.write(_text_frame_head(len(data)))
+            self.transport.write(data)
+            return
+        await super().send(message)
+
+
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
+
+
+def _text_frame_head(size: int) -> bytes:
+    """The head of a final, unmasked text frame of ``size`` bytes (RFC 6455 §5.2)."""
+    if size < 126:
+        return bytes((0x81, size))
+    if size < 1 << 16:
+        return _HEAD_16.pack(0x81, 126, size)
+    return _HEAD_64.pack(0x81, 127, size)
