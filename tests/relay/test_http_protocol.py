@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from agent_relay_runtime.relay.embedded import bind_tcp, server_config
-from agent_relay_runtime.relay.http_protocol import _JoiningTransport
+from agent_relay_runtime.relay.http_protocol import _JoiningTransport, text_writer
 from agent_relay_runtime.serving import ReadyServer
 
 from .conftest import RunningRelay
@@ -107,13 +107,47 @@ async def echo(websocket: WebSocket) -> None:
         if text == "bye":
             await websocket.close(4000, "asked to")
             return
+        if text.startswith("many "):  # answered in one write through the scope's writer
+            write = text_writer(websocket.scope)
+            assert write is not None
+            assert write([f"{n}: é" * n for n in range(int(text.split()[1]))])
+            continue
         await websocket.send_text(text)
+
+
+WROTE_AFTER_CLOSE: list[bool] = []
+
+
+async def written_after_close(websocket: WebSocket) -> None:
+    await websocket.accept()
+    write = text_writer(websocket.scope)
+    assert write is not None and write(["before"])
+    await websocket.close(4001)
+    WROTE_AFTER_CLOSE.append(write(["after"]))  # in the step that wrote the close frame
+
+
+async def test_an_app_writes_many_text_messages_in_one_call_while_the_connection_is_open() -> None:
+    async with echo_server() as url, connect(url, max_size=None) as ws:
+        with anyio.fail_after(10):
+            await ws.send("many 300")
+            assert [await ws.recv() for _ in range(300)] == [f"{n}: é" * n for n in range(300)]
+            await ws.send("still echoed")
+            assert await ws.recv() == "still echoed"
+
+
+async def test_nothing_is_written_through_the_scopes_writer_once_the_app_closed() -> None:
+    async with echo_server() as url, connect(url.replace("/echo", "/closing")) as ws:
+        with anyio.fail_after(10):
+            assert await ws.recv() == "before"
+            assert await closed_with(ws) == 4001
+        assert WROTE_AFTER_CLOSE == [False]
 
 
 @asynccontextmanager
 async def echo_server(max_size: int | None = None) -> AsyncIterator[str]:
     """An echo websocket served as the relay is served (`server_config`); its url."""
-    config = server_config(Starlette(routes=[WebSocketRoute("/echo", echo)]))
+    routes = [WebSocketRoute("/echo", echo), WebSocketRoute("/closing", written_after_close)]
+    config = server_config(Starlette(routes=routes))
     if max_size is not None:
         config.ws_max_size = max_size
     server = ReadyServer(config)

@@ -43,6 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..aio import put, take
 from ..logs import get_logger
 from .actions import ActionService
+from .http_protocol import text_writer
 from .hub import Hub, Pump
 from .rest.kit import Api, ApiError
 from .rest.nodes import node_token_owner
@@ -448,16 +449,20 @@ class NodeLink:
         )
 
     async def _write(self) -> None:
+        write_texts = text_writer(self.ws.scope)  # the relay's own server offers it
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             async for text in self._outq:
-                await self.ws.send_text(text)
-                # What else is queued now, without yielding between frames: the transport
-                # sends the frames of one loop step in one write (http_protocol).
+                # With what else is queued now: one write (the transport also joins the
+                # writes of one loop step, http_protocol).
+                texts = [text]
                 while True:
                     try:
-                        text = self._outq.receive_nowait()
+                        texts.append(self._outq.receive_nowait())
                     except anyio.WouldBlock:
                         break
+                if write_texts is not None and write_texts(texts):
+                    continue
+                for text in texts:  # the ASGI way: waits for the transport, or fails
                     await self.ws.send_text(text)
 
     async def _ping(self) -> None:
