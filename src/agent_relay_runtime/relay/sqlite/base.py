@@ -2,8 +2,8 @@
 
 Changes are made by the writer process (`writer`), the database's only writer, and
 group-committed: the changes that arrive while a batch is on its way go together into
-the next transaction, each in a savepoint of its own (one that fails is rolled back
-alone), and every caller returns only after the commit that holds its change. Up to
+the next transactions (`MAX_BATCH` changes at most each), a change that fails rolled back
+alone, and every caller returns only after the commit that holds its change. Up to
 `PIPELINE` batches may be on their way at once (one committing, the next ones sent), so
 the writer does not wait for this process between commits. A commit is what costs (with
 fan-out, five times the work of the change itself), so this is what lets many writers
