@@ -6,7 +6,7 @@ from .actions import Actions
 from .base import migrations
 from .channel_admin import ChannelAdmin
 from .conversations import Conversations
-from .deliveries import Deliveries, delivery_id, parse_delivery_id
+from .deliveries import Deliveries
 from .direct_nodes import DirectNodes
 from .directory import Directory
 from .dms import Dms
@@ -18,7 +18,7 @@ from .presence import Presence
 from .read_state import ReadState
 from .watches import Watches
 
-__all__ = ["SqliteStore", "delivery_id", "migrations", "parse_delivery_id"]
+__all__ = ["SqliteStore", "migrations"]
 
 
 class SqliteStore(

@@ -19,23 +19,22 @@ from ..store import (
     Delivery,
     DeliveryStatus,
     Message,
+    NewDeliveries,
     NotFound,
     Receipt,
     StoreError,
     ordered_id,
+    parse_delivery_id,
 )
 from .acks import apply_acks
 from .base import timestamp
 from .delivery_rows import (
     WITH_MESSAGE,
-    NewDeliveries,
     attachment_view,
     delivery_from,
-    delivery_id,
     insert_message,
     keyed_rows,
     next_seqs,
-    parse_delivery_id,
     push_payload,
     receipt_event,
     with_payloads,
@@ -43,7 +42,7 @@ from .delivery_rows import (
 from .events import append_event
 from .polling import Polling
 
-__all__ = ["Deliveries", "delivery_id", "parse_delivery_id", "push_payload"]
+__all__ = ["Deliveries", "push_payload"]
 
 
 class Deliveries(Polling):

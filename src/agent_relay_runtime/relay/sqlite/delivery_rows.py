@@ -17,25 +17,20 @@ from ..store import (
     Delivery,
     DeliveryStatus,
     Message,
-    NewDeliveries,
     NotFound,
     delivery_id,
-    parse_delivery_id,
 )
 from .events import insert_event
 
 __all__ = [
     "WITH_MESSAGE",
-    "NewDeliveries",
     "attachment_view",
     "attachments_of",
     "delivery_from",
-    "delivery_id",
     "delivery_keys",
     "insert_message",
     "keyed_rows",
     "next_seqs",
-    "parse_delivery_id",
     "push_payload",
     "receipt_event",
     "with_payloads",

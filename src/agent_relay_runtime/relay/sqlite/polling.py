@@ -22,13 +22,13 @@ from ..store import (
     NotFound,
     PendingDeliveries,
     SettleOutcome,
+    parse_delivery_id,
 )
 from .acks import advance_acked
 from .base import SqliteBase, timestamp
 from .delivery_rows import (
     WITH_MESSAGE,
     delivery_from,
-    parse_delivery_id,
     receipt_event,
     with_payloads,
 )

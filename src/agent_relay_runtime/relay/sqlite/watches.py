@@ -26,6 +26,7 @@ from ..store import (
     NotFound,
     Watch,
     WatchOn,
+    delivery_id,
     hash_secret,
     new_secret,
     ordered_id,
@@ -33,7 +34,6 @@ from ..store import (
 from .base import SqliteBase, timestamp
 from .delivery_rows import (
     delivery_from,
-    delivery_id,
     insert_message,
     keyed_rows,
     next_seqs,
